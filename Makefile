@@ -1,0 +1,39 @@
+# Two commands do everything: `make reports` and `make test`. Each creates .venv when missing.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONHASHSEED := 0
+export MPLBACKEND := Agg
+# Keras downloads (ImageNet weights) go to a project-local cache unless you set KERAS_HOME.
+export KERAS_HOME ?= $(HOME)/.keras
+
+.PHONY: test reports bench clean venv test-fast
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -U pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# TensorFlow's C++ start-up lines go to the kernel's stderr, not into notebook outputs
+	mkdir -p $(VENV)/etc/jupyter
+	echo 'c.IPKernelApp.capture_fd_output = False' > $(VENV)/etc/jupyter/ipython_kernel_config.py
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q tests
+	FRACTURELIB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+
+test-fast: venv
+	$(BIN)/python -m pytest -q tests -m "not slow"
+
+reports: venv
+	$(BIN)/fracturelib run --profile quick --out reports
+
+bench: venv
+	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/reports.py
+
+clean:
+	rm -rf reports/*.html reports/*.ipynb reports/*/ .pytest_cache

@@ -1,0 +1,112 @@
+"""`fracturelib` command line: scan a dataset, fetch FracAtlas, run the report notebooks."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _print_table(title: str, t) -> None:
+    print(f"\n{title}")
+    print(t.to_string())
+
+
+def cmd_scan(a) -> int:
+    from .data import LayoutError, build_manifest, summary
+    from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
+
+    try:
+        df = build_manifest(a.path, progress=not a.quiet)
+    except LayoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    s = summary(df)
+    print(f"dataset: {df.attrs['root']}")
+    print(f"layout: {s['layout']}  classes: {len(s['classes'])} ({', '.join(s['classes'])})")
+    print(f"files: {s['files']} accounted for = {s['used']} used + {s['skipped']} skipped")
+    other = df.attrs.get("other_files", [])
+    if other:
+        print(f"outside the image folders (metadata, not counted): {len(other)} files")
+    counts = df.assign(split=df["split"].replace("", "-")).groupby(["label", "split"]).size()
+    _print_table("files per class and split:", counts.unstack(fill_value=0))
+    skipped = df[df["status"] != "ok"]
+    if len(skipped):
+        print(f"\nskipped: {len(skipped)}")
+        for reason, n in s["skipped_by_reason"].items():
+            print(f"  {n:5d}  {reason}")
+        for rel, reason in zip(skipped["relpath"], skipped["reason"]):
+            print(f"  - {rel}: {reason}")
+    notes = df[(df["status"] == "ok") & (df["note"] != "")]
+    if len(notes):
+        print(f"\nused with a note: {len(notes)}")
+        for rel, note in zip(notes["relpath"], notes["note"]):
+            print(f"  - {rel}: {note}")
+    g = df[df["dup_group"] >= 0]
+    print(f"\nduplicate groups: {s['duplicate_groups']} ({s['exact_groups']} with byte-identical "
+          f"files, {df.attrs['near_pairs']} near-copy pairs), {len(g)} files in groups")
+    xs = cross_split_copies(df)
+    if len(xs):
+        leaked = leaked_test_images(df)
+        print(f"cross-split copies: {xs['dup_group'].nunique()} groups; "
+              f"{len(leaked)} of {int(((df['split'] == 'test') & (df['status'] == 'ok')).sum())} "
+              "test images have a copy in train")
+    xl = cross_label_groups(df)
+    if len(xl):
+        print(f"groups with conflicting labels: {xl['dup_group'].nunique()}")
+        for gid, grp in xl.groupby("dup_group"):
+            print(f"  group {gid}: " + "; ".join(f"{r} [{l}]" for r, l in zip(grp['relpath'], grp['label'])))
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(a.out, index=False)
+        print(f"\nmanifest written: {a.out}")
+    return 0
+
+
+def cmd_fetch(a) -> int:
+    from .data.fetch import FetchError, fetch_fracatlas
+    try:
+        root = fetch_fracatlas(a.dest, url=a.url, expected_images=a.expected_images or None,
+                               progress=not a.quiet, retries=a.retries)
+    except FetchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"FracAtlas ready: {root}\n  next: fracturelib scan {root}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fracturelib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("scan", help="detect a dataset's layout and account for every file")
+    s.add_argument("path")
+    s.add_argument("--out", help="write the manifest (CSV) here")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_scan)
+    from .data.fetch import FRACATLAS_IMAGES, FRACATLAS_URL
+    f = sub.add_parser("fetch", help="download a full public dataset")
+    f.add_argument("dataset", choices=["fracatlas"])
+    f.add_argument("--dest", required=True)
+    f.add_argument("--url", default=FRACATLAS_URL)
+    f.add_argument("--expected-images", type=int, default=FRACATLAS_IMAGES,
+                   help="image count to check after unpacking (0: do not check)")
+    f.add_argument("--retries", type=int, default=4)
+    f.add_argument("--quiet", action="store_true")
+    f.set_defaults(func=cmd_fetch)
+    try:
+        from . import reports
+        reports.add_cli(sub)
+    except ImportError:
+        pass
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""FracAtlas extras: per-image metadata (`dataset.csv`) and expert fracture boxes/polygons (COCO)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+METADATA_COLUMNS = ["hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan",
+                    "fractured", "fracture_count", "frontal", "lateral", "oblique"]
+COCO_RELPATH = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
+
+
+def load_metadata(root: str | Path) -> pd.DataFrame | None:
+    """`dataset.csv` indexed by file name, or None when the folder has none."""
+    p = Path(root) / "dataset.csv"
+    if not p.exists():
+        return None
+    return pd.read_csv(p).set_index("image_id")
+
+
+def load_author_split(root: str | Path) -> dict[str, str]:
+    """The authors' train/valid/test split of the fractured images: file name -> split."""
+    out = {}
+    folder = Path(root) / "Utilities" / "Fracture Split"
+    for name, split in (("train", "train"), ("valid", "val"), ("test", "test")):
+        p = folder / f"{name}.csv"
+        if p.exists():
+            for fn in pd.read_csv(p)["image_id"]:
+                out[str(fn)] = split
+    return out
+
+
+def load_boxes(root: str | Path) -> dict[str, dict]:
+    """File name -> {"width", "height", "boxes": [[x, y, w, h], ...], "polygons": [[x0, y0, ...]]}.
+
+    Coordinates are pixels of the image as stored (COCO convention, origin top-left).
+    """
+    p = Path(root) / COCO_RELPATH
+    if not p.exists():
+        return {}
+    coco = json.loads(p.read_text())
+    by_id = {im["id"]: {"file_name": im["file_name"], "width": im["width"],
+                        "height": im["height"], "boxes": [], "polygons": []}
+             for im in coco["images"]}
+    for a in coco["annotations"]:
+        rec = by_id.get(a["image_id"])
+        if rec is None:
+            continue
+        rec["boxes"].append([float(v) for v in a["bbox"]])
+        seg = a.get("segmentation") or []
+        if isinstance(seg, list):
+            rec["polygons"] += [[float(v) for v in poly] for poly in seg if len(poly) >= 6]
+    return {r["file_name"]: r for r in by_id.values()}

@@ -1,0 +1,102 @@
+"""The manifest: one row per file found, each either used (``ok``) or skipped with a reason.
+
+Columns: path, relpath, label, split, status, reason, note, width, height, mode, format, bytes,
+sha256, phash, phash_mirror, native, dup_group, dup_kind (+ FracAtlas metadata when present).
+Invariant: ``len(manifest) == files in the layout's image folders``; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from .. import config
+from . import duplicates, fracatlas
+from .imageio import check_image
+from .layout import Layout, discover
+
+COLUMNS = ["path", "relpath", "label", "split", "status", "reason", "note", "width", "height",
+           "mode", "format", "bytes", "sha256", "phash", "phash_mirror", "native"]
+
+
+def _row(entry, root: Path) -> dict:
+    chk = check_image(entry.path)
+    try:
+        sha = duplicates.sha256_bytes(entry.path.read_bytes()) if chk.bytes else ""
+    except OSError:
+        sha = ""
+    ph, phm = duplicates.phash_pair(chk.image) if chk.ok else ("", "")
+    thumb = duplicates.thumbnail(chk.image) if chk.ok else None
+    return thumb, {"path": str(entry.path), "relpath": entry.path.relative_to(root).as_posix(),
+            "label": entry.label, "split": entry.split, "status": chk.status,
+            "reason": chk.reason, "note": chk.note, "width": chk.width, "height": chk.height,
+            "mode": chk.mode, "format": chk.format, "bytes": chk.bytes, "sha256": sha,
+            "phash": ph, "phash_mirror": phm, "native": chk.native}
+
+
+def build_manifest(root: str | Path, max_distance: int = config.NEAR_DUP_MAX_DISTANCE,
+                   min_correlation: float = config.NEAR_DUP_MIN_CORRELATION,
+                   workers: int = 4, progress: bool = False) -> pd.DataFrame:
+    """Scan ``root``: discover the layout, check every file, hash it, group duplicates."""
+    layout = discover(root)
+    it = layout.entries
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        rows = pool.map(lambda e: _row(e, layout.root), it)
+        if progress:
+            from tqdm.auto import tqdm
+            rows = tqdm(rows, total=len(it), desc=f"scan {layout.root.name}", unit="file")
+        results = list(rows)
+    df = pd.DataFrame([r for _, r in results], columns=COLUMNS)
+    thumbs = {i: t for i, (t, _) in enumerate(results) if t is not None}
+    if layout.name == "fracatlas":
+        df = _add_fracatlas(df, layout.root)
+    df, pairs = duplicates.assign_groups(df, max_distance, thumbs, min_correlation)
+    df.attrs.update(layout=layout.name, root=str(layout.root),
+                    other_files=[p.relative_to(layout.root).as_posix() for p in layout.other_files],
+                    near_pairs=len(pairs))
+    return df
+
+
+def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
+    meta = fracatlas.load_metadata(root)
+    names = df["relpath"].map(lambda p: Path(p).name)
+    if meta is not None:
+        m = meta.reindex(names)
+        for c in fracatlas.METADATA_COLUMNS:
+            if c in m:
+                df[c] = m[c].to_numpy()
+        csv_label = m["fractured"].map({1: "fractured", 0: "non-fractured"}).to_numpy()
+        conflict = pd.notna(m["fractured"].to_numpy()) & (csv_label != df["label"].to_numpy())
+        for i in df.index[conflict]:
+            msg = f"label conflict: folder says {df.at[i, 'label']}, dataset.csv says {csv_label[i]}"
+            df.at[i, "note"] = "; ".join(x for x in (df.at[i, "note"], msg) if x)
+    split = fracatlas.load_author_split(root)
+    df["author_split"] = names.map(split).fillna("")
+    boxes = fracatlas.load_boxes(root)
+    df["n_boxes"] = names.map(lambda n: len(boxes.get(n, {}).get("boxes", [])))
+    return df
+
+
+def usable(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that can be fed to a model."""
+    return df[df["status"] == "ok"]
+
+
+def manifest_hash(df: pd.DataFrame) -> str:
+    """Content hash of what a model was trained from, stable across machines and paths."""
+    cols = ["relpath", "label", "split", "status", "sha256"]
+    text = df[cols].sort_values("relpath").to_csv(index=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def summary(df: pd.DataFrame) -> dict:
+    """Numbers a human checks first: files, used, skipped by reason, classes, groups."""
+    ok = df["status"] == "ok"
+    reasons = df.loc[~ok, "reason"].str.split(":").str[0].value_counts().to_dict()
+    return {"layout": df.attrs.get("layout", "?"), "files": len(df), "used": int(ok.sum()),
+            "skipped": int((~ok).sum()), "skipped_by_reason": reasons,
+            "classes": sorted(c for c in df["label"].unique() if c),
+            "duplicate_groups": int(df.loc[df["dup_group"] >= 0, "dup_group"].nunique()),
+            "exact_groups": int(df.loc[df["dup_kind"] == "exact", "dup_group"].nunique())}

@@ -1,0 +1,78 @@
+"""Group-aware splits: every duplicate group lands on one side, so no copy leaks across sides.
+
+A dataset's own train/test split is respected; its cross-split copies are flagged (``leak``), never
+silently moved, so that a report can give both the "all Test" and the honest "no copy in Train"
+numbers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .. import config
+
+
+def group_ids(df: pd.DataFrame) -> pd.Series:
+    """Duplicate group for grouped rows, a unique id for the rest."""
+    return pd.Series(np.where(df["dup_group"] >= 0, "g" + df["dup_group"].astype(str),
+                              "r" + df.index.astype(str)), index=df.index)
+
+
+def _carve(df: pd.DataFrame, fraction: float, seed: int) -> pd.Index:
+    """Index of a stratified, group-aware ~``fraction`` of ``df`` (StratifiedGroupKFold fold 0)."""
+    n_splits = max(2, round(1 / fraction))
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, take = next(sgkf.split(df, df["label"], group_ids(df)))
+    return df.index[take]
+
+
+def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  seed: int = config.SEED, respect_existing: bool = True) -> pd.DataFrame:
+    """Return the usable rows with ``split`` in {train, val, test} and a boolean ``leak`` column.
+
+    With ``respect_existing`` and a dataset that has train/test already, test stays test,
+    validation is carved group-aware out of train, and test rows whose duplicate group also has
+    a member in train or validation (both come from the original Train) get ``leak=True``. Otherwise all three sides are carved group-aware.
+    """
+    d = df[df["status"] == "ok"].copy()
+    d["given_split"] = d["split"]
+    has_split = respect_existing and (d["split"] == "test").any() and (d["split"] == "train").any()
+    if has_split:
+        train = d[d["split"].isin(["train", "val"])]
+        if not (d["split"] == "val").any():
+            d.loc[_carve(train, val_fraction, seed), "split"] = "val"
+        d.loc[d["split"] == "", "split"] = "train"
+    else:
+        d["split"] = "train"
+        test = _carve(d, test_fraction, seed)
+        d.loc[test, "split"] = "test"
+        rest = d[d["split"] == "train"]
+        d.loc[_carve(rest, val_fraction / (1 - test_fraction), seed + 1), "split"] = "val"
+    groups = group_ids(d)
+    fit_groups = set(groups[d["split"] == "train"])
+    seen_groups = fit_groups | set(groups[d["split"] == "val"])
+    d["leak"] = (d["dup_group"] >= 0) & (
+        ((d["split"] == "val") & groups.isin(fit_groups))
+        | ((d["split"] == "test") & groups.isin(seen_groups)))
+    return d
+
+
+def split_report(d: pd.DataFrame) -> pd.DataFrame:
+    """Counts per split and class, plus the leaked rows per split."""
+    t = d.groupby(["split", "label"]).size().unstack(fill_value=0)
+    t["total"] = t.sum(axis=1)
+    t["copy in train"] = d.groupby("split")["leak"].sum()
+    return t
+
+
+def subset(df: pd.DataFrame, fraction: float, seed: int = config.SEED) -> pd.DataFrame:
+    """A stratified random ``fraction`` of the rows (all rows when fraction >= 1)."""
+    if fraction >= 1:
+        return df
+    if not 0 < fraction:
+        raise ValueError(f"subset_fraction must be in (0, 1], got {fraction}")
+    keep = []
+    for _, g in df.groupby(["label", "split"]):
+        keep += list(g.sample(max(1, round(len(g) * fraction)), random_state=seed).index)
+    return df.loc[sorted(keep)]

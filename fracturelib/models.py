@@ -1,0 +1,131 @@
+"""Model builders (Functional API, explicit Input, so Grad-CAM can reach every layer) and saving
+with a JSON model card that loading checks."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+
+CARD_VERSION = 1
+
+
+class ModelCardError(ValueError):
+    """A saved model does not match its card or what the caller expects."""
+
+
+def build_binary_cnn(image_size: int = 128, channels: int = 1, dropout: float = 0.5,
+                     learning_rate: float = 1e-3):
+    """The classic small CNN: Conv 32, pool, Conv 64, pool, Dense 128, sigmoid.
+
+    Inputs are raw pixel values in [0, 255]; the model rescales them itself.
+    """
+    import keras
+    from keras import layers
+
+    inp = keras.Input((image_size, image_size, channels), name="image")
+    x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
+    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(name="pool1")(x)
+    x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="dense")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    out = layers.Dense(1, activation="sigmoid", name="fractured")(x)
+    model = keras.Model(inp, out, name="binary_cnn")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+                  loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(name="auc"),
+                           keras.metrics.AUC(curve="PR", name="pr_auc"), "accuracy"])
+    return model
+
+
+def package_versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for p in ("fracturelib", "tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn",
+              "opencv-python-headless", "pillow"):
+        try:
+            out[p] = md.version(p)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def card_path(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def save_model(model, path: str | Path, card: dict) -> Path:
+    """Save ``model`` as ``path`` (.keras) and its card as ``path`` with .json.
+
+    ``card`` must give classes, image_size, channels and preprocessing; the file hash, input
+    shape and package versions are added here.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"{path}: models are saved in the native Keras format; use a .keras name")
+    for key in ("classes", "image_size", "channels", "preprocessing"):
+        if key not in card:
+            raise ValueError(f"model card is missing {key!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    full = {"card_version": CARD_VERSION, **card,
+            "input_shape": list(model.input_shape[1:]),
+            "model_file": path.name, "model_sha256": _sha256(path),
+            "versions": package_versions()}
+    card_path(path).write_text(json.dumps(full, indent=2, default=_jsonable))
+    return path
+
+
+def _jsonable(o):
+    import numpy as np
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def read_card(path: str | Path) -> dict:
+    cp = card_path(path)
+    if not cp.exists():
+        raise ModelCardError(f"{path}: no model card {cp.name} next to it; models are only "
+                             "loaded with their card (save them with fracturelib.models.save_model)")
+    return json.loads(cp.read_text())
+
+
+def load_model(path: str | Path, expect: dict | None = None):
+    """Load a .keras model after checking its card; returns ``(model, card)``.
+
+    Refuses: a missing card, a file whose hash differs from the card's, an input shape that differs,
+    and any ``expect`` entry (e.g. ``{"channels": 1}``) that the card contradicts.
+    Loading uses Keras ``safe_mode`` (no arbitrary code from lambda layers).
+    """
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelCardError(f"{path}: no such model file; train one with notebook 02/03 first")
+    card = read_card(path)
+    if card.get("model_sha256") != _sha256(path):
+        raise ModelCardError(f"{path}: file differs from the one its card describes "
+                             "(hash mismatch); re-save the model with its card")
+    for key, want in (expect or {}).items():
+        have = card.get(key)
+        if isinstance(want, tuple):
+            want = list(want)
+        if have != want:
+            raise ModelCardError(f"{path}: card says {key}={have!r}, expected {want!r}")
+    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    if list(model.input_shape[1:]) != card["input_shape"]:
+        raise ModelCardError(f"{path}: model input {model.input_shape[1:]} differs from its card "
+                             f"{card['input_shape']}")
+    return model, card

@@ -1,0 +1,127 @@
+"""Figures for the notebooks and reports. Each function returns a matplotlib Figure."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def class_balance(counts: pd.DataFrame):
+    cols = [c for c in counts.columns if c not in ("total", "share")]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(counts) + 1.5))
+    counts[cols].plot.barh(stacked=True, ax=ax)
+    ax.set_xlabel("images")
+    ax.set_title("Class balance (usable files)")
+    fig.tight_layout()
+    return fig
+
+
+def sizes(df: pd.DataFrame):
+    ok = df[df["status"] == "ok"].assign(aspect=lambda d: d["width"] / d["height"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    sns.scatterplot(data=ok, x="width", y="height", hue="label", s=12, alpha=0.6, ax=axes[0])
+    axes[0].set_title("Image sizes (px)")
+    sns.histplot(data=ok, x="aspect", hue="label", bins=40, element="step", ax=axes[1])
+    axes[1].set_title("Aspect ratio (width / height)")
+    fig.tight_layout()
+    return fig
+
+
+def intensity(per_image: pd.DataFrame, hists: pd.DataFrame):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for c in hists.columns:
+        axes[0].plot(hists.index, hists[c], label=c)
+    axes[0].set_title("Mean intensity histogram per class")
+    axes[0].set_xlabel("gray level")
+    axes[0].legend(fontsize=8)
+    sns.boxplot(data=per_image, x="mean", y="label", ax=axes[1])
+    axes[1].set_title("Per-image mean intensity")
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images, titles=None, ncols: int = 6, size: float = 2.0, suptitle: str | None = None,
+               overlays=None, cmap="gray"):
+    """Show uint8/float images (HxW, HxWx1 or HxWx3) in a grid; optional RGBA overlays."""
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.1), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        im = np.asarray(images[k])
+        if im.ndim == 3 and im.shape[-1] == 1:
+            im = im[..., 0]
+        ax.imshow(im.astype(np.uint8) if im.max() > 1.5 else im, cmap=cmap if im.ndim == 2 else None)
+        if overlays is not None:
+            ax.imshow(overlays[k], alpha=0.45, cmap="jet")
+        if titles:
+            ax.set_title(titles[k], fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def training_curves(history: dict):
+    keys = [k for k in ("loss", "auc", "pr_auc", "accuracy") if k in history]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, k in zip(axes[0], keys):
+        ax.plot(history[k], label="train")
+        if f"val_{k}" in history:
+            ax.plot(history[f"val_{k}"], label="validation")
+        ax.set_title(k)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr(y, p, threshold: float | None = None):
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    fpr, tpr, _ = roc_curve(y, p)
+    prec, rec, _ = precision_recall_curve(y, p)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(fpr, tpr, label=f"AUC {roc_auc_score(y, p):.3f}")
+    axes[0].plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
+    axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC (test)")
+    axes[1].plot(rec, prec, label=f"AP {average_precision_score(y, p):.3f}")
+    axes[1].axhline(np.mean(y), color="k", ls="--", lw=0.8, label="prevalence")
+    axes[1].set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall (test)")
+    if threshold is not None:
+        yb = np.asarray(y).astype(bool)
+        pb = np.asarray(p) >= threshold
+        axes[0].plot((pb & ~yb).sum() / max(1, (~yb).sum()), (pb & yb).sum() / max(1, yb.sum()),
+                     "ro", label=f"threshold {threshold:.2f}")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def confusion(y, pred, labels, normalize: str | None = None, title: str = "Confusion matrix"):
+    from sklearn.metrics import confusion_matrix
+    cm = confusion_matrix(y, pred, labels=range(len(labels)), normalize=normalize)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(labels), 0.8 + 0.5 * len(labels)) if len(labels) > 3 else (4, 3.4))
+    sns.heatmap(cm, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", cbar=False,
+                xticklabels=labels, yticklabels=labels, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def calibration(y, p, bins: int = 10):
+    from sklearn.calibration import calibration_curve
+    frac, mean = calibration_curve(y, p, n_bins=bins, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
+    ax.plot(mean, frac, "o-", label="model")
+    ax.set(xlabel="mean predicted probability", ylabel="observed fraction fractured",
+           title="Calibration (test, quantile bins)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,71 @@
+"""Training: seeds, class weights, early stopping on validation AUC, best checkpoint kept."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def set_seed(seed: int, deterministic: bool = True) -> None:
+    """Same seed -> same split, same initial weights, same augmentation; on CPU, same metrics."""
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(seed)
+    if deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
+def class_weights(labels, classes) -> dict[int, float]:
+    """Balanced class weights (n_samples / (n_classes * n_c)) keyed by class index."""
+    from sklearn.utils.class_weight import compute_class_weight
+    idx = {c: i for i, c in enumerate(classes)}
+    y = np.array([idx[v] for v in labels])
+    present = np.unique(y)
+    w = compute_class_weight("balanced", classes=present, y=y)
+    return {int(k): float(v) for k, v in zip(present, w)}
+
+
+class _Timer:
+    def __init__(self):
+        import keras
+
+        class T(keras.callbacks.Callback):
+            def on_train_begin(s, logs=None):
+                s.t0, s.epoch_times = time.perf_counter(), []
+
+            def on_epoch_begin(s, epoch, logs=None):
+                s.te = time.perf_counter()
+
+            def on_epoch_end(s, epoch, logs=None):
+                s.epoch_times.append(time.perf_counter() - s.te)
+        self.cb = T()
+
+
+def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = None,
+        class_weight: dict | None = None, monitor: str = "val_auc", patience: int = 5,
+        verbose: int = 2):
+    """Train with early stopping on ``monitor`` (mode max) and the best weights restored.
+
+    Returns the Keras History, with ``history.epoch_times`` (seconds per epoch) added.
+    """
+    import keras
+
+    timer = _Timer()
+    cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
+                                         restore_best_weights=True),
+           timer.cb]
+    if checkpoint:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode="max",
+                                                   save_best_only=True, verbose=0))
+    h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+                  callbacks=cbs, verbose=verbose)
+    h.epoch_times = timer.cb.epoch_times
+    return h
+
+
+def predict(model, ds) -> np.ndarray:
+    """Scores for every batch of ``ds`` (labels, if any, are ignored)."""
+    out = model.predict(ds.map(lambda x, *_: x), verbose=0)
+    return out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out

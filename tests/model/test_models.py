@@ -1,0 +1,73 @@
+"""Model builder, saving with a card, refusing mismatches, and same seed -> same metrics."""
+import json
+
+import numpy as np
+import pytest
+
+from fracturelib import config, models, train
+from fracturelib.data import build_manifest
+from fracturelib.data.pipeline import make_dataset
+from fracturelib.data.splits import assign_splits
+from tests.conftest import write_tree
+
+CLASSES = list(config.BINARY_CLASSES)
+
+
+def test_binary_cnn_design():
+    m = models.build_binary_cnn(64, 1)
+    kinds = [type(layer).__name__ for layer in m.layers]
+    assert kinds == ["InputLayer", "Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D",
+                     "Flatten", "Dense", "Dropout", "Dense"]
+    assert [m.get_layer(n).filters for n in ("conv1", "conv2")] == [32, 64]
+    assert m.get_layer("dense").units == 128 and m.output_shape == (None, 1)
+
+
+def _card():
+    return {"classes": CLASSES, "image_size": 32, "channels": 1, "preprocessing": "test"}
+
+
+def test_save_and_load_checks_card(tmp_path):
+    m = models.build_binary_cnn(32, 1)
+    path = models.save_model(m, tmp_path / "m.keras", _card())
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["input_shape"] == [32, 32, 1] and "keras" in card["versions"]
+    loaded, c = models.load_model(path, expect={"classes": CLASSES, "channels": 1})
+    x = np.random.default_rng(0).random((2, 32, 32, 1)).astype("float32") * 255
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+    with pytest.raises(models.ModelCardError, match="channels=1, expected 3"):
+        models.load_model(path, expect={"channels": 3})
+    with pytest.raises(models.ModelCardError, match="classes"):
+        models.load_model(path, expect={"classes": ["a", "b", "c"]})
+
+
+def test_tampered_or_cardless_model_refused(tmp_path):
+    m = models.build_binary_cnn(32, 1)
+    path = models.save_model(m, tmp_path / "m.keras", _card())
+    other = models.build_binary_cnn(32, 1)
+    other.save(path)                       # replaced behind the card's back
+    with pytest.raises(models.ModelCardError, match="hash mismatch"):
+        models.load_model(path)
+    (tmp_path / "m.json").unlink()
+    with pytest.raises(models.ModelCardError, match="no model card"):
+        models.load_model(path)
+    with pytest.raises(ValueError, match="missing 'preprocessing'"):
+        models.save_model(m, tmp_path / "n.keras", {"classes": CLASSES, "image_size": 32, "channels": 1})
+
+
+@pytest.mark.slow
+def test_same_seed_same_split_and_metrics(tmp_path):
+    write_tree(tmp_path / "ds", {"fractured": 20, "non-fractured": 30})
+    df = build_manifest(tmp_path / "ds")
+
+    def run(seed):
+        train.set_seed(seed)
+        d = assign_splits(df, seed=seed, respect_existing=False)
+        tr, va = d[d.split == "train"], d[d.split == "val"]
+        m = models.build_binary_cnn(32, 1)
+        h = train.fit(m, make_dataset(tr, CLASSES, 32, 1, 8, training=True, seed=seed),
+                      make_dataset(va, CLASSES, 32, 1, 8), epochs=2, verbose=0)
+        return list(d["split"]), h.history["val_auc"], train.predict(m, make_dataset(va, CLASSES, 32, 1, 8))
+
+    a, b = run(3), run(3)
+    assert a[0] == b[0] and a[1] == b[1]
+    np.testing.assert_array_equal(a[2], b[2])
