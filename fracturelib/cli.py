@@ -77,6 +77,25 @@ def cmd_fetch(a) -> int:
     return 0
 
 
+def cmd_predict(a) -> int:
+    import json
+
+    from .data.imageio import ImageError
+    from .models import ModelCardError
+    from .predict import Predictor, format_result
+    try:
+        predictor = Predictor(a.model)
+        results = [predictor.predict(img, a.gradcam_dir) for img in a.images]
+    except (ImageError, ModelCardError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if a.json:
+        print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    else:
+        print("\n\n".join(format_result(r) for r in results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fracturelib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -95,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--retries", type=int, default=4)
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fetch)
+    pr = sub.add_parser("predict", help="classify images with a saved model, with a Grad-CAM overlay")
+    pr.add_argument("images", nargs="+")
+    pr.add_argument("--model", default=None, help="a .keras model with its .json card "
+                    "(default: models/binary_cnn.keras, written by notebook 02)")
+    pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
+    pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.set_defaults(func=cmd_predict)
     try:
         from . import reports
         reports.add_cli(sub)

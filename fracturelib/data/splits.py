@@ -76,3 +76,23 @@ def subset(df: pd.DataFrame, fraction: float, seed: int = config.SEED) -> pd.Dat
     for _, g in df.groupby(["label", "split"]):
         keep += list(g.sample(max(1, round(len(g) * fraction)), random_state=seed).index)
     return df.loc[sorted(keep)]
+
+
+def split_from_card(manifest: pd.DataFrame, card: dict) -> pd.DataFrame:
+    """Re-create the exact split a model was trained on, from its card (same data, same seed).
+
+    Raises ValueError when the manifest is not the one the card records.
+    """
+    from .manifest import manifest_hash
+    data = card.get("data", {})
+    sp = data.get("split")
+    if not sp:
+        raise ValueError("the model card records no split parameters")
+    have = manifest_hash(manifest)
+    if have != data.get("manifest_hash"):
+        raise ValueError(f"this dataset (manifest {have}) is not the one the model was trained on "
+                         f"({data.get('manifest_hash')}, {data.get('root')}); pass that data_dir")
+    usable = manifest[(manifest["status"] == "ok") & manifest["label"].isin(card["classes"])]
+    usable = subset(usable, sp["subset_fraction"], sp["seed"])
+    return assign_splits(usable, sp["val_fraction"], sp["test_fraction"], seed=sp["seed"],
+                         respect_existing=sp.get("respect_existing", False))

@@ -1,0 +1,37 @@
+"""Grad-CAM over manifest rows, in each image's own coordinates (what notebook 04 and the
+benchmarks call)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..data.imageio import read_image
+from ..data.pipeline import load_images
+from .gradcam import gradcam, heatmap_to_image
+from .localisation import region_mask
+
+
+def heatmaps(model, card: dict, rows: pd.DataFrame, method: str = "gradcam",
+             class_index: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Heatmaps resized to each row's image (width x height), and the model outputs."""
+    size, channels = int(card["image_size"]), int(card["channels"])
+    x = load_images(rows, size, channels)
+    cams, out = gradcam(model, x, class_index=class_index, method=method)
+    heats = [heatmap_to_image(c, int(w), int(h), size) for c, w, h in zip(cams, rows["width"], rows["height"])]
+    return heats, out
+
+
+def expert_masks(rows: pd.DataFrame, boxes: dict, use: str = "boxes") -> list[np.ndarray]:
+    """Masks of the expert annotations of each row's file (``use``: boxes or polygons)."""
+    out = []
+    for rel, w, h in zip(rows["relpath"], rows["width"], rows["height"]):
+        rec = boxes.get(rel.rsplit("/", 1)[-1], {"boxes": [], "polygons": []})
+        if use == "polygons" and rec["polygons"]:
+            out.append(region_mask(int(w), int(h), polygons=rec["polygons"]))
+        else:
+            out.append(region_mask(int(w), int(h), boxes=rec["boxes"]))
+    return out
+
+
+def gray_images(rows: pd.DataFrame) -> list[np.ndarray]:
+    return [read_image(p, channels=1)[..., 0] for p in rows["path"]]

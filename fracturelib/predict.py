@@ -1,0 +1,103 @@
+"""Predict one image with a saved model (checked against its card): class, confidence, top
+classes, a Grad-CAM overlay, and for fracture types a short information card."""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from . import config
+from .data.imageio import read_image
+
+NOT_ADVICE = ("Not medical advice: this is a research model and general information; a clinician "
+              "must read the radiograph.")
+
+
+@lru_cache(maxsize=1)
+def fracture_info() -> dict:
+    return json.loads((config.PACKAGE_DIR / "fracture_info.json").read_text())
+
+
+def info_card(label: str) -> dict | None:
+    """Plain-language card for a fracture type (None for labels that are not a type)."""
+    card = fracture_info().get(label)
+    return None if card is None else {**card, "note": NOT_ADVICE}
+
+
+def default_model() -> Path:
+    return config.MODELS_DIR / "binary_cnn.keras"
+
+
+def prepare(path: str | Path, card: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(model input 1xSxSxC float32 in [0,255], the decoded image as uint8) for ``path``.
+
+    Any mode is accepted (grayscale, RGBA, 16-bit, CMYK, palette); broken, truncated or oversized
+    files raise ImageError with the reason.
+    """
+    import tensorflow as tf
+    channels, size = int(card["channels"]), int(card["image_size"])
+    img = read_image(path, channels=channels)
+    x = tf.image.resize_with_pad(tf.cast(img, tf.float32), size, size, antialias=True)
+    return tf.clip_by_value(x, 0, 255).numpy()[None], img
+
+
+class Predictor:
+    """A loaded model with its card; call :meth:`predict` per image (warm after the first)."""
+
+    def __init__(self, model_path: str | Path | None = None):
+        from .models import load_model
+        self.path = Path(model_path or default_model())
+        self.model, self.card = load_model(self.path)
+        self.classes = list(self.card["classes"])
+
+    def predict(self, image_path: str | Path, gradcam_dir: str | Path | None = None,
+                top: int = 3) -> dict:
+        from .explain import gradcam, heatmap_to_image, overlay
+        x, img = prepare(image_path, self.card)
+        cams, out = gradcam(self.model, x)
+        out = out[0]
+        if len(self.classes) == 2 and out.shape[-1] == 1:
+            p = float(out[0])
+            probs = np.array([1 - p, p])
+            thr = float(self.card.get("threshold", 0.5))
+            label = self.classes[1] if p >= thr else self.classes[0]
+        else:
+            probs = out.astype(float)
+            thr = None
+            label = self.classes[int(np.argmax(probs))]
+        order = np.argsort(probs)[::-1][:top]
+        result = {"image": str(image_path), "model": str(self.path), "class": label,
+                  "confidence": float(probs[self.classes.index(label)]),
+                  "top": [{"class": self.classes[i], "probability": float(probs[i])} for i in order]}
+        if thr is not None:
+            result["threshold"] = thr
+        h, w = img.shape[:2]
+        heat = heatmap_to_image(cams[0], w, h, int(self.card["image_size"]))
+        out_dir = Path(gradcam_dir) if gradcam_dir else Path.cwd()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ov = out_dir / f"{Path(image_path).stem}_gradcam.png"
+        from PIL import Image
+        Image.fromarray(overlay(img, heat)).save(ov)
+        result["gradcam"] = str(ov)
+        card = info_card(label)
+        if card:
+            result["info"] = card
+        result["note"] = NOT_ADVICE
+        return result
+
+
+def format_result(r: dict) -> str:
+    lines = [f"{Path(r['image']).name}: {r['class']} (confidence {r['confidence']:.2f})"]
+    if "threshold" in r:
+        lines[0] += f", decision threshold {r['threshold']:.3f}"
+    lines.append("top: " + ", ".join(f"{t['class']} {t['probability']:.2f}" for t in r["top"]))
+    lines.append(f"Grad-CAM overlay: {r['gradcam']}")
+    if "info" in r:
+        lines.append("")
+        for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"):
+            lines.append(f"{k.capitalize()}: {r['info'][k]}")
+    lines.append("")
+    lines.append(r["note"])
+    return "\n".join(lines)

@@ -1,0 +1,87 @@
+"""`fracturelib predict` on real images of both datasets and on every image mode."""
+import json
+
+import pytest
+
+from fracturelib import config, models
+from fracturelib.cli import main
+from tests.conftest import make_bad_corpus
+
+
+@pytest.fixture(scope="module")
+def binary_model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m")
+    m = models.build_binary_cnn(64, 1)
+    return models.save_model(m, d / "bin.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
+                                                   "channels": 1, "preprocessing": "test", "threshold": 0.4})
+
+
+@pytest.fixture(scope="module")
+def types_model(tmp_path_factory):
+    import keras
+    from keras import layers
+    d = tmp_path_factory.mktemp("t")
+    inp = keras.Input((48, 48, 3))
+    x = layers.Conv2D(8, 3, activation="relu", name="conv")(layers.Rescaling(1 / 255)(inp))
+    out = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
+    return models.save_model(keras.Model(inp, out), d / "types.keras",
+                             {"classes": list(config.FRACTURE_TYPES), "image_size": 48, "channels": 3,
+                              "preprocessing": "test"})
+
+
+def _real_images():
+    fa = next((config.DEFAULT_FRACATLAS / "images" / "Fractured").glob("*.jpg"))
+    bb = next((config.DEFAULT_BONE_BREAK / "Spiral Fracture" / "Test").glob("*.jpg"))
+    return fa, bb
+
+
+def test_predict_real_images_json(binary_model, tmp_path, capsys):
+    fa, bb = _real_images()
+    for img in (fa, bb):
+        assert main(["predict", str(img), "--model", str(binary_model), "--json",
+                     "--gradcam-dir", str(tmp_path)]) == 0
+        r = json.loads(capsys.readouterr().out)
+        assert r["class"] in config.BINARY_CLASSES and 0 <= r["confidence"] <= 1
+        assert [t["class"] for t in r["top"]] and abs(sum(t["probability"] for t in r["top"]) - 1) < 1e-5
+        assert r["threshold"] == 0.4 and "Not medical advice" in r["note"]
+        from PIL import Image
+        assert Image.open(r["gradcam"]).size == Image.open(img).size
+
+
+@pytest.mark.parametrize("name", ["gray.png", "rgba.png", "gray16.png", "cmyk.jpg", "palette.png"])
+def test_predict_any_mode(binary_model, tmp_path, capsys, name):
+    corpus = make_bad_corpus(tmp_path / "c")
+    assert main(["predict", str(corpus / name), "--model", str(binary_model),
+                 "--gradcam-dir", str(tmp_path)]) == 0
+    assert "Grad-CAM overlay:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name,why", [("truncated.jpg", "truncated"), ("bomb.png", "too large"),
+                                      ("text.jpg", "not an image"), ("zero.jpg", "empty")])
+def test_predict_rejects_broken_files(binary_model, tmp_path, capsys, name, why):
+    corpus = make_bad_corpus(tmp_path / "c")
+    assert main(["predict", str(corpus / name), "--model", str(binary_model)]) == 1
+    err = capsys.readouterr().err
+    assert name in err and why in err
+
+
+def test_predict_missing_model_is_clear(tmp_path, capsys):
+    fa, _ = _real_images()
+    assert main(["predict", str(fa), "--model", str(tmp_path / "none.keras")]) == 1
+    assert "no such model file" in capsys.readouterr().err
+
+
+def test_fracture_type_card(types_model, tmp_path, capsys):
+    _, bb = _real_images()
+    assert main(["predict", str(bb), "--model", str(types_model), "--gradcam-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for k in ("Overview:", "Symptoms:", "Causes:", "Diagnosis:", "Treatment:", "Prognosis:", "Not medical advice"):
+        assert k in out
+
+
+def test_every_type_has_a_full_card():
+    from fracturelib.predict import info_card
+    for t in config.FRACTURE_TYPES:
+        card = info_card(t)
+        assert all(len(card[k]) > 40 for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"))
+    assert info_card("fractured") is None
