@@ -21,6 +21,8 @@ $(BIN)/.installed: pyproject.toml
 	echo 'c.IPKernelApp.capture_fd_output = False' > $(VENV)/etc/jupyter/ipython_kernel_config.py
 	touch $@
 
+# Tests never download: `weights=auto` uses the Keras cache or the shipped in-domain backbone.
+test: export FRACTURELIB_OFFLINE := 1
 test: venv
 	$(BIN)/python -m pytest -q tests
 	FRACTURELIB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks

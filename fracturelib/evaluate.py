@@ -68,3 +68,27 @@ def threshold_for_sensitivity(y, p, target: float = 0.90) -> float:
 
 def format_ci(row) -> str:
     return f"{row['value']:.3f} (95% CI {row['ci_low']:.3f}-{row['ci_high']:.3f})"
+
+
+def multiclass_metrics(y, proba) -> dict:
+    """Accuracy, macro-F1 and top-2 accuracy from integer labels and class probabilities."""
+    y, proba = np.asarray(y).astype(int), np.asarray(proba, float)
+    pred = proba.argmax(axis=1)
+    top2 = np.argsort(proba, axis=1)[:, -2:]
+    return {"accuracy": float((pred == y).mean()),
+            "macro_f1": float(skm.f1_score(y, pred, average="macro",
+                                           labels=np.arange(proba.shape[1]), zero_division=0)),
+            "top2_accuracy": float((top2 == y[:, None]).any(axis=1).mean())}
+
+
+def multiclass_report(y, proba, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    return with_ci(y, proba, multiclass_metrics, n_boot, seed)
+
+
+def per_class_table(y, proba, classes) -> pd.DataFrame:
+    """Precision, recall, F1 and support per class."""
+    pred = np.asarray(proba).argmax(axis=1)
+    p, r, f, s = skm.precision_recall_fscore_support(y, pred, labels=np.arange(len(classes)),
+                                                     zero_division=0)
+    return pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s},
+                        index=list(classes)).round(3)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("FRACTURELIB_OFFLINE", "1")   # tests never download
 
 from fracturelib import config  # noqa: E402
 

@@ -11,6 +11,16 @@ import math
 import numpy as np
 
 
+def layer_output(model, layer):
+    """The symbolic output of ``layer`` inside ``model``'s graph. For a nested model (a backbone)
+    ``layer.output`` belongs to its own inner graph; its call in the outer graph is its last
+    inbound node."""
+    import keras
+    if isinstance(layer, keras.Model) and layer._inbound_nodes:
+        return layer._inbound_nodes[-1].output_tensors[0]
+    return layer.output
+
+
 def find_target_layer(model, name: str | None = None):
     """The layer whose feature map Grad-CAM weighs: ``name``, or the last layer with a 4-D output
     that is a convolution or a nested model (a pretrained backbone)."""
@@ -41,7 +51,7 @@ def gradcam(model, images, class_index: int | None = None, layer: str | None = N
     if method not in ("gradcam", "gradcam++"):
         raise ValueError(f"method must be 'gradcam' or 'gradcam++', not {method!r}")
     target = find_target_layer(model, layer)
-    grad_model = keras.Model(model.inputs, [target.output, model.output])
+    grad_model = keras.Model(model.inputs, [layer_output(model, target), model.output])
     cams, outs = [], []
     images = np.asarray(images, dtype="float32")
     for s in range(0, len(images), batch_size):

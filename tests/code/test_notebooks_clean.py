@@ -10,7 +10,7 @@ NOTEBOOKS = sorted(config.NOTEBOOKS_DIR.glob("*.ipynb"))
 
 def test_there_are_notebooks():
     names = [p.stem for p in NOTEBOOKS]
-    assert {"01_eda", "02_binary_cnn", "04_gradcam"} <= set(names)
+    assert {"01_eda", "02_binary_cnn", "03_multiclass_transfer", "04_gradcam"} <= set(names)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
