@@ -22,9 +22,11 @@ def class_balance(counts: pd.DataFrame):
 def sizes(df: pd.DataFrame):
     ok = df[df["status"] == "ok"].assign(aspect=lambda d: d["width"] / d["height"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    sns.scatterplot(data=ok, x="width", y="height", hue="label", s=12, alpha=0.6, ax=axes[0])
+    sns.scatterplot(data=ok, x="width", y="height", hue="label", s=12, alpha=0.6, ax=axes[0],
+                    legend=False)
     axes[0].set_title("Image sizes (px)")
     sns.histplot(data=ok, x="aspect", hue="label", bins=40, element="step", ax=axes[1])
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1), fontsize=8, title=None)
     axes[1].set_title("Aspect ratio (width / height)")
     fig.tight_layout()
     return fig
