@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 # Keras downloads (ImageNet weights) go to a project-local cache unless you set KERAS_HOME.
 export KERAS_HOME ?= $(HOME)/.keras
 
@@ -17,8 +16,8 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	# TensorFlow's C++ start-up lines go to the kernel's stderr, not into notebook outputs
-	mkdir -p $(VENV)/etc/jupyter
-	echo 'c.IPKernelApp.capture_fd_output = False' > $(VENV)/etc/jupyter/ipython_kernel_config.py
+	mkdir -p $(VENV)/etc/ipython
+	echo 'c.IPKernelApp.capture_fd_output = False' > $(VENV)/etc/ipython/ipython_kernel_config.py
 	touch $@
 
 # Tests never download: `weights=auto` uses the Keras cache or the shipped in-domain backbone.

@@ -124,7 +124,9 @@ def load_model(path: str | Path, expect: dict | None = None):
             want = list(want)
         if have != want:
             raise ModelCardError(f"{path}: card says {key}={have!r}, expected {want!r}")
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    from .transfer import custom_objects
+    model = keras.models.load_model(path, safe_mode=True, compile=False,
+                                    custom_objects=custom_objects())
     if list(model.input_shape[1:]) != card["input_shape"]:
         raise ModelCardError(f"{path}: model input {model.input_shape[1:]} differs from its card "
                              f"{card['input_shape']}")

@@ -74,11 +74,16 @@ def _register():
 _PREPROCESS = None
 
 
-def preprocess_layer(backbone: str, **kw):
+def custom_objects() -> dict:
+    """Classes a saved transfer model needs to load (registering them with Keras once)."""
     global _PREPROCESS
     if _PREPROCESS is None:
         _PREPROCESS = _register()
-    return _PREPROCESS(backbone, **kw)
+    return {"fracturelib>PreprocessInput": _PREPROCESS}
+
+
+def preprocess_layer(backbone: str, **kw):
+    return custom_objects()["fracturelib>PreprocessInput"](backbone, **kw)
 
 
 def keras_cache_file(backbone: str, image_size: int, alpha: float = 1.0) -> Path:

@@ -135,3 +135,17 @@ def test_two_phase_training_save_load_and_gradcam(tmp_path):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
     cams, out = gradcam(loaded, x)
     assert cams.shape == (2, 2, 2) and out.shape == (2, 3)
+
+
+def test_saved_transfer_model_loads_in_a_fresh_process(tmp_path):
+    """The card-checked loader must find our custom layer without the caller importing it."""
+    import subprocess
+    import sys
+    m, _ = transfer.build_transfer_model(3, "mobilenetv2", 32, 3, "none", alpha=0.35)
+    path = models.save_model(m, tmp_path / "t.keras", {"classes": ["a", "b", "c"], "image_size": 32,
+                                                       "channels": 3, "preprocessing": "mobilenet_v2"})
+    code = ("from fracturelib.models import load_model; m, c = load_model(%r); "
+            "print(m.get_layer('preprocess').backbone)" % str(path))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("mobilenetv2")
