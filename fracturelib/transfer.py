@@ -3,7 +3,6 @@ its own ``preprocess_input`` inside the model, weights from ImageNet, a local fi
 FracAtlas backbone or none, and the two-phase recipe (frozen features, then fine-tuning)."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass

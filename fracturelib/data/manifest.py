@@ -15,7 +15,7 @@ import pandas as pd
 from .. import config
 from . import duplicates, fracatlas
 from .imageio import check_image
-from .layout import Layout, discover
+from .layout import discover
 
 COLUMNS = ["path", "relpath", "label", "split", "status", "reason", "note", "width", "height",
            "mode", "format", "bytes", "sha256", "phash", "phash_mirror", "native"]

@@ -7,8 +7,6 @@ their own rescaling / ``preprocess_input``, which keeps predict and Grad-CAM on 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from .. import config

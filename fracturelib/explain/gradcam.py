@@ -51,7 +51,10 @@ def gradcam(model, images, class_index: int | None = None, layer: str | None = N
     if method not in ("gradcam", "gradcam++"):
         raise ValueError(f"method must be 'gradcam' or 'gradcam++', not {method!r}")
     target = find_target_layer(model, layer)
-    grad_model = keras.Model(model.inputs, [layer_output(model, target), model.output])
+    cache = model.__dict__.setdefault("_fracturelib_grad_models", {})
+    if target.name not in cache:          # building it costs more than a prediction: build once
+        cache[target.name] = keras.Model(model.inputs, [layer_output(model, target), model.output])
+    grad_model = cache[target.name]
     cams, outs = [], []
     images = np.asarray(images, dtype="float32")
     for s in range(0, len(images), batch_size):

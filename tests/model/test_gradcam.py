@@ -82,3 +82,12 @@ def test_localisation_scores_against_baselines():
 def test_polygon_mask():
     m = region_mask(50, 50, polygons=[[10, 10, 30, 10, 30, 30, 10, 30]])
     assert 350 < m.sum() < 480
+
+
+def test_large_images_scored_at_reduced_size_alike():
+    mask = region_mask(2000, 1600, boxes=[[800, 600, 200, 160]])
+    heat = np.zeros((1600, 2000)); heat[640:720, 850:950] = 1
+    r = localisation_scores([heat], [mask], tolerance=30, n_random=2).iloc[0]
+    assert r["pointing"] == 1 and r["energy"] > 0.97
+    assert r["area_share"] == pytest.approx(0.01, rel=0.05)
+    assert 0.2 < r["iou"] < 0.3           # 100x80 hot block inside a 200x160 box: 0.25

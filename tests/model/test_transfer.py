@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fracturelib import config, models, transfer
+from fracturelib import models, transfer
 from fracturelib.data import build_manifest
 from tests.conftest import write_tree
 
