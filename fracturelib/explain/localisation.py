@@ -47,12 +47,12 @@ def score(heat: np.ndarray, mask: np.ndarray, tolerance: int = 15, threshold: fl
             "iou": float((hot & mask).sum() / union) if union else 0.0}
 
 
-def random_heatmap(shape, rng, smooth: float = 0.08) -> np.ndarray:
-    """A smooth random field (blurred noise) normalised to [0, 1]."""
+def random_heatmap(shape, rng, cells: int = 8) -> np.ndarray:
+    """A smooth random field normalised to [0, 1]: uniform noise on a ``cells`` x ``cells`` grid,
+    upsampled bicubically (blobs about 1/8 of the image, like a coarse CAM; cheap at any size)."""
     import cv2
     h, w = shape
-    sigma = max(1.0, smooth * max(h, w))
-    f = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), sigma)
+    f = cv2.resize(rng.random((cells, cells)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     f -= f.min()
     return f / f.max() if f.max() > 0 else f
 

