@@ -38,6 +38,36 @@ def find_target_layer(model, name: str | None = None):
     raise ValueError(f"{model.name}: no convolutional layer with a 4-D output; pass layer=NAME")
 
 
+def _gradient_step(model, target):
+    """A compiled (tf.function) forward + gradient step for ``target``, built once per model:
+    eager execution of a 150-layer backbone costs several times the graph's time."""
+    import keras
+    import tensorflow as tf
+
+    cache = model.__dict__.setdefault("_fracturelib_gradcam_steps", {})
+    if target.name in cache:
+        return cache[target.name]
+    grad_model = keras.Model(model.inputs, [layer_output(model, target), model.output])
+    binary = model.output.shape[-1] == 1
+
+    @tf.function(reduce_retracing=True)
+    def step(x, cls):
+        with tf.GradientTape() as tape:
+            fmap, pred = grad_model(x, training=False)
+            if binary:
+                p = pred[:, 0]
+                want = tf.cond(cls < 0, lambda: p >= 0.5, lambda: tf.fill(tf.shape(p), tf.equal(cls, 1)))
+                score = tf.where(want, p, 1.0 - p)
+            else:
+                idx = tf.cond(cls < 0, lambda: tf.argmax(pred, axis=-1, output_type=tf.int32),
+                              lambda: tf.fill([tf.shape(pred)[0]], cls))
+                score = tf.gather(pred, idx, axis=1, batch_dims=1)
+        return fmap, pred, tape.gradient(score, fmap)
+
+    cache[target.name] = step
+    return step
+
+
 def gradcam(model, images, class_index: int | None = None, layer: str | None = None,
             method: str = "gradcam", batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps (N, h, w) in [0, 1] at the feature map's resolution, and the model's outputs.
@@ -45,30 +75,17 @@ def gradcam(model, images, class_index: int | None = None, layer: str | None = N
     ``class_index``: class explained; default the predicted class (for a one-unit sigmoid output,
     1 = positive, 0 = negative). ``method``: "gradcam" or "gradcam++".
     """
-    import keras
     import tensorflow as tf
 
     if method not in ("gradcam", "gradcam++"):
         raise ValueError(f"method must be 'gradcam' or 'gradcam++', not {method!r}")
     target = find_target_layer(model, layer)
-    cache = model.__dict__.setdefault("_fracturelib_grad_models", {})
-    if target.name not in cache:          # building it costs more than a prediction: build once
-        cache[target.name] = keras.Model(model.inputs, [layer_output(model, target), model.output])
-    grad_model = cache[target.name]
+    step = _gradient_step(model, target)
     cams, outs = [], []
     images = np.asarray(images, dtype="float32")
+    cls = tf.constant(-1 if class_index is None else int(class_index), tf.int32)
     for s in range(0, len(images), batch_size):
-        x = tf.convert_to_tensor(images[s:s + batch_size])
-        with tf.GradientTape() as tape:
-            fmap, pred = grad_model(x, training=False)
-            if pred.shape[-1] == 1:
-                p = pred[:, 0]
-                want = (p >= 0.5) if class_index is None else tf.fill(tf.shape(p), class_index == 1)
-                score = tf.where(want, p, 1.0 - p)
-            else:
-                idx = tf.argmax(pred, axis=-1) if class_index is None else tf.fill([tf.shape(pred)[0]], class_index)
-                score = tf.gather(pred, tf.cast(idx, tf.int32), axis=1, batch_dims=1)
-        grads = tape.gradient(score, fmap)
+        fmap, pred, grads = step(tf.convert_to_tensor(images[s:s + batch_size]), cls)
         if method == "gradcam":
             weights = tf.reduce_mean(grads, axis=(1, 2))
         else:   # Grad-CAM++ (Chattopadhay et al. 2018), closed form with first-order gradients
