@@ -1,19 +1,18 @@
 """EDA numbers on the real embedded data: what notebook 01 shows."""
 import pytest
 
-from fracturelib import config, eda
-from fracturelib.data import build_manifest
+from fracturelib import eda
 from fracturelib.data.splits import subset
 
 
-@pytest.fixture(scope="module")
-def fa():
-    return build_manifest(config.DEFAULT_FRACATLAS)
+@pytest.fixture
+def fa(fracatlas):
+    return fracatlas
 
 
-@pytest.fixture(scope="module")
-def bb():
-    return build_manifest(config.DEFAULT_BONE_BREAK)
+@pytest.fixture
+def bb(bone_break):
+    return bone_break
 
 
 def test_counts_and_metadata(fa):

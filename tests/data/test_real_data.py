@@ -8,16 +8,6 @@ from fracturelib.data.fracatlas import load_boxes
 from tests.conftest import need_shared
 
 
-@pytest.fixture(scope="module")
-def bone_break():
-    return build_manifest(config.DEFAULT_BONE_BREAK)
-
-
-@pytest.fixture(scope="module")
-def fracatlas():
-    return build_manifest(config.DEFAULT_FRACATLAS)
-
-
 def test_embedded_bone_break(bone_break):
     s = summary(bone_break)
     assert s["layout"] == "class-split" and s["files"] == 1129 and s["used"] == 1129
