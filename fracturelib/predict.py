@@ -36,11 +36,9 @@ def prepare(path: str | Path, card: dict) -> tuple[np.ndarray, np.ndarray]:
     Any mode is accepted (grayscale, RGBA, 16-bit, CMYK, palette); broken, truncated or oversized
     files raise ImageError with the reason.
     """
-    import tensorflow as tf
-    channels, size = int(card["channels"]), int(card["image_size"])
-    img = read_image(path, channels=channels)
-    x = tf.image.resize_with_pad(tf.cast(img, tf.float32), size, size, antialias=True)
-    return tf.clip_by_value(x, 0, 255).numpy()[None], img
+    from .data.pipeline import pad_resize
+    img = read_image(path, channels=int(card["channels"]))
+    return pad_resize(img, int(card["image_size"])).numpy()[None], img
 
 
 class Predictor:

@@ -112,9 +112,7 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
              else config.NOTEBOOKS_DIR / f"{run.notebook}.ipynb")
     nb_out, html_out = out_dir / f"{run.name}.ipynb", out_dir / f"{run.name}.html"
     artifacts = out_dir / "artifacts" / run.name
-    if artifacts.exists():
-        for f in artifacts.glob("figures.json"):
-            f.unlink()
+    (artifacts / "figures.json").unlink(missing_ok=True)   # no stale figures from a past run
     params = {**run.parameters, **(extra or {}), "output_dir": str(artifacts)}
     t0 = time.perf_counter()
     status, error = "ok", ""

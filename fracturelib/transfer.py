@@ -287,5 +287,6 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
 
 def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batch_size: int = 32):
     from .data.pipeline import make_dataset
-    return model.predict(make_dataset(rows, classes, image_size, channels, batch_size,
-                                      with_labels=False, cache=False), verbose=0)
+    from .train import predict
+    return predict(model, make_dataset(rows, classes, image_size, channels, batch_size,
+                                       with_labels=False, cache=False))

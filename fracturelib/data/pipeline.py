@@ -32,6 +32,14 @@ def source_paths(df: pd.DataFrame) -> list[str]:
             for p, native, sha in zip(df["path"], df["native"], df["sha256"])]
 
 
+def pad_resize(img, image_size: int):
+    """Decoded image (HxWxC, any dtype) -> float32 SxSxC in [0, 255], aspect kept, zero padding.
+    The one place training, evaluation and prediction prepare pixels."""
+    import tensorflow as tf
+    img = tf.image.resize_with_pad(tf.cast(img, tf.float32), image_size, image_size, antialias=True)
+    return tf.clip_by_value(img, 0.0, 255.0)
+
+
 def labels_for(df: pd.DataFrame, classes: list[str] | tuple[str, ...]):
     """Binary (two classes): float 0/1 for the second class. Otherwise: integer class index."""
     index = {c: i for i, c in enumerate(classes)}
@@ -58,9 +66,7 @@ def make_dataset(df: pd.DataFrame, classes, image_size: int = 128, channels: int
 
     def load(path):
         img = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-        img = tf.image.resize_with_pad(tf.cast(img, tf.float32), image_size, image_size,
-                                       antialias=True)
-        return tf.clip_by_value(img, 0.0, 255.0)
+        return pad_resize(img, image_size)
 
     if with_labels:
         ds = tf.data.Dataset.from_tensor_slices((paths, labels_for(df, classes)))
