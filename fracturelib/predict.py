@@ -54,7 +54,7 @@ class Predictor:
                 top: int = 3) -> dict:
         from .explain import gradcam, heatmap_to_image, overlay
         x, img = prepare(image_path, self.card)
-        cams, out = gradcam(self.model, x)
+        cams, out = gradcam(self.model, x)        # explains the arg-max / p >= 0.5 class
         out = out[0]
         if len(self.classes) == 2 and out.shape[-1] == 1:
             p = float(out[0])
@@ -65,6 +65,9 @@ class Predictor:
             probs = out.astype(float)
             thr = None
             label = self.classes[int(np.argmax(probs))]
+        if thr is not None and (p >= thr) != (p >= 0.5):
+            # the card's threshold, not 0.5, decided the label: explain the class we report
+            cams, _ = gradcam(self.model, x, class_index=self.classes.index(label))
         order = np.argsort(probs)[::-1][:top]
         result = {"image": str(image_path), "model": str(self.path), "class": label,
                   "confidence": float(probs[self.classes.index(label)]),

@@ -85,3 +85,24 @@ def test_every_type_has_a_full_card():
         card = info_card(t)
         assert all(len(card[k]) > 40 for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"))
     assert info_card("fractured") is None
+
+
+@pytest.mark.parametrize("threshold,label,explained", [(0.0, "fractured", 1), (1.01, "non-fractured", 0)])
+def test_heatmap_explains_the_reported_class(tmp_path, monkeypatch, threshold, label, explained):
+    """The card's threshold decides the label; Grad-CAM must explain that label, not p >= 0.5."""
+    import fracturelib.explain as ex
+    from fracturelib.predict import Predictor
+    m = models.build_binary_cnn(64, 1)
+    path = models.save_model(m, tmp_path / "b.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
+                                                       "channels": 1, "preprocessing": "test", "threshold": threshold})
+    explained_by = []
+    real = ex.gradcam
+
+    def spy(model, x, class_index=None, **kw):
+        cams, out = real(model, x, class_index=class_index, **kw)
+        p = float(out[0, 0])
+        explained_by.append(class_index if class_index is not None else int(p >= 0.5))
+        return cams, out
+    monkeypatch.setattr(ex, "gradcam", spy)
+    r = Predictor(path).predict(_real_images()[0], gradcam_dir=tmp_path)
+    assert r["class"] == label and explained_by[-1] == explained
