@@ -124,7 +124,7 @@ def load_model(path: str | Path, expect: dict | None = None):
             want = list(want)
         if have != want:
             raise ModelCardError(f"{path}: card says {key}={have!r}, expected {want!r}")
-    from .transfer import custom_objects
+    from .backbones import custom_objects
     model = keras.models.load_model(path, safe_mode=True, compile=False,
                                     custom_objects=custom_objects())
     if list(model.input_shape[1:]) != card["input_shape"]:

@@ -42,6 +42,19 @@ class _Timer:
         self.cb = T()
 
 
+def callbacks(monitor: str, patience: int, checkpoint: str | Path | None = None) -> list:
+    """Early stopping on ``monitor`` (mode max, best weights restored) and, when ``checkpoint``
+    is given, the best epoch saved there: the one setup every training loop here uses."""
+    import keras
+    cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
+                                         restore_best_weights=True)]
+    if checkpoint:
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode="max",
+                                                   save_best_only=True, verbose=0))
+    return cbs
+
+
 def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = None,
         class_weight: dict | None = None, monitor: str = "val_auc", patience: int = 5,
         verbose: int = 2):
@@ -52,15 +65,8 @@ def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = No
     import keras
 
     timer = _Timer()
-    cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
-                                         restore_best_weights=True),
-           timer.cb]
-    if checkpoint:
-        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-        cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode="max",
-                                                   save_best_only=True, verbose=0))
     h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                  callbacks=cbs, verbose=verbose)
+                  callbacks=[*callbacks(monitor, patience, checkpoint), timer.cb], verbose=verbose)
     h.epoch_times = timer.cb.epoch_times
     return h
 

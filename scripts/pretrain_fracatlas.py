@@ -35,13 +35,13 @@ def main() -> None:
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
 
-    from fracturelib import transfer
+    from fracturelib import backbones
     from fracturelib.data import build_manifest, manifest_hash
     from fracturelib.data.pipeline import make_dataset
     from fracturelib.data.splits import assign_splits
     from fracturelib.train import set_seed
 
-    fb = transfer.FRACATLAS_BACKBONE
+    fb = backbones.FRACATLAS_BACKBONE
     size = fb["image_size"]
     set_seed(a.seed, deterministic=False)
     df = build_manifest(a.data)
@@ -63,12 +63,12 @@ def main() -> None:
         make_dataset(d[d["split"] == "val"], None, size, 1, a.batch, with_labels=False),
         tf.data.Dataset.from_tensor_slices(y["val"]).batch(a.batch)))
 
-    base = transfer._build_base("mobilenetv2", size, None, fb["alpha"])
+    base = backbones.build_backbone("mobilenetv2", None, input_shape=(size, size, 3), alpha=fb["alpha"])
     for layer in base.layers:   # Keras' 0.999 is for fine-tuning; from scratch the moving
         if isinstance(layer, keras.layers.BatchNormalization):   # statistics must keep up
             layer.momentum = 0.9
     inp = keras.Input((size, size, 1))
-    x = transfer.preprocess_layer("mobilenetv2")(inp)
+    x = backbones.preprocess_layer("mobilenetv2")(inp)
     x = base(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dropout(0.2)(x)
@@ -86,7 +86,7 @@ def main() -> None:
     p = model.predict(val_ds.map(lambda x, t: x), verbose=0)
     aucs = {t: float(roc_auc_score(y["val"][:, k], p[:, k])) for k, t in enumerate(TASKS)
             if len(np.unique(y["val"][:, k])) == 2}
-    out_path = a.out or str(transfer.ASSETS / fb["file"])
+    out_path = a.out or str(backbones.ASSETS / fb["file"])
     base.save_weights(out_path)
     card = {"what": "MobileNetV2 backbone (no top) pretrained on FracAtlas radiographs",
             "alpha": fb["alpha"], "image_size": size, "tasks": TASKS, "epochs_max": a.epochs,

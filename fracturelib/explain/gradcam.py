@@ -10,15 +10,7 @@ import math
 
 import numpy as np
 
-
-def layer_output(model, layer):
-    """The symbolic output of ``layer`` inside ``model``'s graph. For a nested model (a backbone)
-    ``layer.output`` belongs to its own inner graph; its call in the outer graph is its last
-    inbound node."""
-    import keras
-    if isinstance(layer, keras.Model) and layer._inbound_nodes:
-        return layer._inbound_nodes[-1].output_tensors[0]
-    return layer.output
+from ..kerasutil import layer_output  # noqa: F401 - part of this module's API
 
 
 def find_target_layer(model, name: str | None = None):

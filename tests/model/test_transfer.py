@@ -3,7 +3,7 @@ import h5py
 import numpy as np
 import pytest
 
-from fracturelib import models, transfer
+from fracturelib import backbones, models, transfer
 from fracturelib.data import build_manifest
 from tests.conftest import write_tree
 
@@ -35,10 +35,10 @@ def test_imagenet_from_preplaced_cache_file_without_network(keras_home, monkeypa
     def no_network(*a, **k):
         raise AssertionError("tried to download")
     monkeypatch.setattr(fu, "urlretrieve", no_network)
-    ref = transfer._build_base("mobilenetv2", SIZE, None, 0.35)
+    ref = backbones.build_backbone("mobilenetv2", None, input_shape=(SIZE, SIZE, 3), alpha=0.35)
     rng = np.random.default_rng(0)
     ref.set_weights([rng.normal(size=w.shape).astype("float32") for w in ref.get_weights()])
-    target = transfer.keras_cache_file("mobilenetv2", SIZE, 0.35)
+    target = backbones.keras_cache_file("mobilenetv2", SIZE, 0.35)
     assert target == keras_home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
     _legacy_h5(ref, target)
     for w in ("imagenet", "auto"):
@@ -56,23 +56,26 @@ def test_imagenet_unavailable_says_how_to_fix(keras_home, monkeypatch):
     def offline(*a, **k):
         raise urllib.error.URLError("no network")
     monkeypatch.setattr(fu, "urlretrieve", offline)
-    with pytest.raises(transfer.WeightsUnavailable) as e:
+    with pytest.raises(backbones.WeightsUnavailable) as e:
         transfer.build_transfer_model(3, "mobilenetv2", SIZE, 3, "imagenet", alpha=0.35)
     msg = str(e.value)
     assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5" in msg
     assert str(keras_home / "models") in msg and "weights=<path" in msg
 
 
-def test_auto_offline_falls_back_to_in_domain_backbone(keras_home, monkeypatch):
+def test_auto_offline_falls_back_to_efficientnet_lite0_imagenet(keras_home, monkeypatch):
     monkeypatch.setenv("FRACTURELIB_OFFLINE", "1")
-    w, desc = transfer.resolve_weights("auto", "mobilenetv2", 160, 0.35)
-    assert desc.startswith("fracatlas") and w.endswith(transfer.FRACATLAS_BACKBONE["file"])
-    w, desc = transfer.resolve_weights("auto", "resnet50", 160)
-    assert w is None and desc.startswith("none")
+    for bb in ("mobilenetv2", "resnet50", "efficientnetb0"):
+        r = backbones.resolve("auto", bb, 160, 0.35)
+        assert (r.backbone, r.weights) == ("efficientnet_lite0", "imagenet")
+        assert "efficientnet_lite0" in r.description and bb in r.description
+    m, desc = transfer.build_transfer_model(3, "mobilenetv2", 64, 1, "auto")
+    assert transfer.backbone_of(m) == "efficientnet_lite0" and m.name == "efficientnet_lite0_transfer"
+    assert "auto" in desc
 
 
 def test_local_weights_file(tmp_path):
-    ref = transfer._build_base("mobilenetv2", SIZE, None, 0.35)
+    ref = backbones.build_backbone("mobilenetv2", None, input_shape=(SIZE, SIZE, 3), alpha=0.35)
     p = tmp_path / "mine.weights.h5"
     ref.save_weights(p)
     m, desc = transfer.build_transfer_model(3, "mobilenetv2", SIZE, 3, str(p), alpha=0.35)
@@ -80,32 +83,33 @@ def test_local_weights_file(tmp_path):
     for a, b in zip(_backbone_weights(m), ref.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="existing weights file"):
-        transfer.resolve_weights(str(tmp_path / "missing.h5"), "mobilenetv2", SIZE)
+        backbones.resolve(str(tmp_path / "missing.h5"), "mobilenetv2", SIZE)
 
 
 def test_fracatlas_in_domain_backbone_is_shipped_and_loads():
-    fb = transfer.FRACATLAS_BACKBONE
+    fb = backbones.FRACATLAS_BACKBONE
     m, desc = transfer.build_transfer_model(10, "mobilenetv2", fb["image_size"], 3, "fracatlas",
                                             alpha=fb["alpha"])
     assert desc.startswith("fracatlas")
-    ref = transfer._build_base("mobilenetv2", fb["image_size"], None, fb["alpha"])
-    ref.load_weights(transfer.ASSETS / fb["file"])
+    ref = backbones.build_backbone("mobilenetv2", None, input_shape=(fb["image_size"],) * 2 + (3,), alpha=fb["alpha"])
+    ref.load_weights(backbones.ASSETS / fb["file"])
     for a, b in zip(_backbone_weights(m), ref.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="alpha 0.35"):
-        transfer.resolve_weights("fracatlas", "resnet50", 160)
+        backbones.resolve("fracatlas", "resnet50", 160)
 
 
 @pytest.mark.parametrize("backbone,expect", [
     ("mobilenetv2", lambda x: x / 127.5 - 1),
     ("resnet50", lambda x: x[..., ::-1] - np.array([103.939, 116.779, 123.68])),
     ("efficientnetb0", lambda x: x),
+    ("efficientnet_lite0", lambda x: (x - 127.0) / 128.0),
 ])
 def test_each_backbone_has_its_own_preprocess_input(backbone, expect):
     x = np.random.default_rng(0).random((2, 8, 8, 3)).astype("float32") * 255
-    got = np.asarray(transfer.preprocess_layer(backbone)(x))
+    got = np.asarray(backbones.preprocess_layer(backbone)(x))
     np.testing.assert_allclose(got, expect(x), rtol=1e-5, atol=1e-4)
-    gray = np.asarray(transfer.preprocess_layer(backbone)(x[..., :1]))
+    gray = np.asarray(backbones.preprocess_layer(backbone)(x[..., :1]))
     assert gray.shape == (2, 8, 8, 3)
 
 

@@ -1,0 +1,12 @@
+"""Small Keras graph helpers shared by training and explanation code (so neither imports the other)."""
+from __future__ import annotations
+
+
+def layer_output(model, layer):
+    """The symbolic output of ``layer`` inside ``model``'s graph. For a nested model (a backbone)
+    ``layer.output`` belongs to its own inner graph; its call in the outer graph is its last
+    inbound node."""
+    import keras
+    if isinstance(layer, keras.Model) and layer._inbound_nodes:
+        return layer._inbound_nodes[-1].output_tensors[0]
+    return layer.output
