@@ -131,3 +131,35 @@ def load_model(path: str | Path, expect: dict | None = None):
         raise ModelCardError(f"{path}: model input {model.input_shape[1:]} differs from its card "
                              f"{card['input_shape']}")
     return model, card
+
+
+def metrics_dict(table) -> dict:
+    """A metrics table (metric x value/ci_low/ci_high) as the card's nested dict."""
+    return {k: table.loc[k].to_dict() for k in table.index}
+
+
+def make_card(task: str, classes, image_size: int, channels: int, preprocessing: str, data_dir,
+              manifest, split: dict, parts: dict, **extra) -> dict:
+    """The one place a model card's schema is written (``splits.split_from_card`` reads it back).
+
+    Args:
+        task: ``binary`` or ``fracture-type``.
+        classes, image_size, channels, preprocessing: what a caller needs to feed the model.
+        data_dir, manifest: the data it was trained on (its manifest hash is recorded).
+        split: seed, val_fraction, test_fraction, subset_fraction, respect_existing.
+        parts: ``{"train": rows, "val": rows, "test": rows}`` (their sizes are recorded).
+        **extra: task-specific entries (threshold, backbone, weights, test metrics ...).
+
+    Returns:
+        The card dict for :func:`save_model`.
+    """
+    from .data import manifest_hash
+    need = {"seed", "val_fraction", "test_fraction", "subset_fraction", "respect_existing"}
+    if need - set(split):
+        raise ValueError(f"split is missing {sorted(need - set(split))}")
+    return {"task": task, "classes": list(classes), "image_size": int(image_size), "channels": int(channels),
+            "preprocessing": preprocessing,
+            "data": {"root": Path(data_dir).name, "manifest_hash": manifest_hash(manifest),
+                     "split_seed": split["seed"], "split": dict(split),
+                     "n": {s: int(len(v)) for s, v in parts.items()}},
+            **extra}

@@ -115,7 +115,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     phase 2 is undone when it does not beat phase 1 on validation.
 
     Returns:
-        Timings, images/s, the histories and the best validation scores of both phases.
+        Timings, images/s, the histories, the best validation scores of both phases and the
+        pooled frozen features of train and val (for a linear probe).
     """
     import time
 
@@ -142,7 +143,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     out = {"monitor": monitor, "features_seconds": t_feat,
            "features_img_per_s": (len(f_tr) + len(f_va)) / t_feat,
            "head_seconds": t_head, "phase1_history": h1.history,
-           "phase1_best": float(max(h1.history[monitor]))}
+           "phase1_best": float(max(h1.history[monitor])),
+           "pooled": {"train": f_tr.mean(axis=(1, 2)), "val": f_va.mean(axis=(1, 2))}}
     if phase2_epochs > 0:
         before = model.get_weights()
         out["trainable_params"] = unfreeze_top(model, fine_tune_layers)
@@ -170,3 +172,77 @@ def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batc
     from .train import predict
     return predict(model, make_dataset(rows, classes, image_size, channels, batch_size,
                                        with_labels=False, cache=False))
+
+
+def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size: int = 32) -> np.ndarray:
+    """Frozen backbone features, globally average-pooled: one vector per row (no augmentation)."""
+    from .data.pipeline import make_dataset
+    fm = features_model(model)
+    ds = make_dataset(rows, None, image_size, channels, batch_size, with_labels=False, cache=False)
+    if not len(rows):
+        return np.zeros((0, fm.output.shape[-1]), "float32")
+    return fm.predict(ds, verbose=0).mean(axis=(1, 2))
+
+
+def linear_probe(train_features, train_labels, C: float = 0.03, class_weight: str | None = "balanced"):
+    """The floor every fine-tuned model must beat: standardised logistic regression on frozen
+    pooled features (scikit-learn). ``C`` was chosen by 5-fold grouped cross-validation on Bone
+    Break Train (0.01-0.3 within noise), never on Test."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=3000, class_weight=class_weight))
+    return clf.fit(train_features, train_labels)
+
+
+def test_scores(model, test_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32):
+    """Integer labels, class probabilities and the honest mask (no copy in Train) of a Test part."""
+    proba = predict_proba(model, test_rows, classes, image_size, channels, batch_size)
+    y = np.array([list(classes).index(c) for c in test_rows["label"]])
+    return y, proba, ~test_rows["leak"].to_numpy(bool)
+
+
+def compare_backbones(configs: str, parts: dict, classes, image_size: int, channels: int = 3,
+                      phase1_epochs: int = 40, lr_head: float = 1e-3, batch_size: int = 32,
+                      class_weight: dict | None = None, patience: int = 6, seed: int = config.SEED):
+    """Phase 1 only (frozen backbone) for each ``"backbone:weights"`` in a comma-separated
+    ``configs`` string, on the same split, plus a linear-probe row for each: honest and all-Test
+    accuracy. A configuration whose weights cannot be had is a row with the reason.
+
+    Returns:
+        A pandas DataFrame, one row per (configuration, classifier).
+    """
+    import time
+
+    import pandas as pd
+
+    from . import evaluate
+    from .data.pipeline import labels_for
+    rows = []
+    for item in [c.strip() for c in configs.split(",") if c.strip()]:
+        bb, w = (item.split(":") + ["imagenet"])[:2]
+        alpha = FRACATLAS_BACKBONE["alpha"] if w == "fracatlas" else 1.0
+        try:
+            m, desc = build_transfer_model(len(classes), bb, image_size, channels, w, alpha=alpha)
+        except (WeightsUnavailable, ValueError, ImportError) as e:
+            rows.append({"backbone": bb, "weights": w, "classifier": "-", "note": str(e)[:160]})
+            continue
+        t = time.perf_counter()
+        r = two_phase(m, parts["train"], parts["val"], classes, image_size, channels, phase1_epochs, 0,
+                      lr_head=lr_head, batch_size=batch_size, class_weight=class_weight,
+                      patience=patience, seed=seed, verbose=0)
+        yt, pt, keep = test_scores(m, parts["test"], classes, image_size, channels, batch_size)
+        t_head = time.perf_counter() - t
+        t = time.perf_counter()
+        probe = linear_probe(r["pooled"]["train"], labels_for(parts["train"], classes))
+        pp = probe.predict_proba(pooled_features(m, parts["test"], image_size, channels, batch_size))
+        t_probe = time.perf_counter() - t
+        for name, p, secs in (("linear probe (logistic regression)", pp, t_probe),
+                              ("Keras head, phase 1", pt, t_head)):
+            h, a = evaluate.multiclass_metrics(yt[keep], p[keep]), evaluate.multiclass_metrics(yt, p)
+            rows.append({"backbone": backbone_of(m),
+                         "weights": desc, "classifier": name,
+                         "honest acc": round(h["accuracy"], 3), "honest macro-F1": round(h["macro_f1"], 3),
+                         "all-test acc": round(a["accuracy"], 3),
+                         "features img/s": round(r["features_img_per_s"], 1), "seconds": round(secs, 1)})
+    return pd.DataFrame(rows)
