@@ -92,3 +92,40 @@ def per_class_table(y, proba, classes) -> pd.DataFrame:
                                                      zero_division=0)
     return pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s},
                         index=list(classes)).round(3)
+
+
+def paired_auc_difference(y, p_a, p_b, n_boot: int = 1000, seed: int = 0) -> dict:
+    """ROC-AUC of model B minus model A on the same images, with a paired, class-stratified
+    bootstrap 95% CI and a two-sided bootstrap p-value (share of resamples on the other side of 0,
+    doubled). Both models are scored on each resample, so their correlation is kept."""
+    y = np.asarray(y).astype(int)
+    both = np.stack([np.asarray(p_a, float), np.asarray(p_b, float)], axis=1)
+    diff = lambda yy, pp: {"d": skm.roc_auc_score(yy, pp[:, 1]) - skm.roc_auc_score(yy, pp[:, 0])}  # noqa: E731
+    point = diff(y, both)["d"]
+    boot = bootstrap(y, both, diff, n_boot, seed)["d"].to_numpy()
+    p = 2 * min((boot <= 0).mean(), (boot >= 0).mean())
+    return {"value": float(point), "ci_low": float(np.quantile(boot, 0.025)),
+            "ci_high": float(np.quantile(boot, 0.975)), "p_value": float(min(1.0, max(p, 1 / n_boot)))}
+
+
+def compare_binary(scores: dict, y: dict, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Models side by side on the same split.
+
+    Args:
+        scores: name -> (``{"val": p, "test": p}``, threshold chosen on validation).
+        y: ``{"val": labels, "test": labels}``.
+
+    Returns:
+        One column per model: validation ROC-AUC, then test ROC-AUC, PR-AUC, sensitivity and
+        specificity at the model's validation threshold, each with its 95% CI.
+    """
+    cols = {}
+    for name, (p, thr) in scores.items():
+        rep = binary_report(y["test"], p["test"], thr, n_boot=n_boot, seed=seed)
+        cols[name] = {"validation ROC-AUC": f"{skm.roc_auc_score(y['val'], p['val']):.3f}",
+                      "threshold (val sensitivity target)": f"{thr:.3f}",
+                      "test ROC-AUC": format_ci(rep.loc["roc_auc"]),
+                      "test PR-AUC": format_ci(rep.loc["pr_auc"]),
+                      "test sensitivity": format_ci(rep.loc["recall"]),
+                      "test specificity": format_ci(rep.loc["specificity"])}
+    return pd.DataFrame(cols)
