@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify images with a saved model, with a Grad-CAM overlay")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--model", default=None, help="a .keras model with its .json card "
-                    "(default: models/binary_cnn.keras, written by notebook 02)")
+                    "(default: the binary model whose card notebook 02 marked preferred, in models/)")
     pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=cmd_predict)

@@ -26,8 +26,21 @@ def info_card(label: str) -> dict | None:
     return None if card is None else {**card, "note": NOT_ADVICE}
 
 
-def default_model() -> Path:
-    return config.MODELS_DIR / "binary_cnn.keras"
+BINARY_MODELS = ("binary_transfer.keras", "binary_cnn.keras")
+
+
+def default_model(models_dir: str | Path | None = None) -> Path:
+    """The binary model whose card says ``preferred`` (notebook 02 chooses it by validation
+    ROC-AUC); else the first of :data:`BINARY_MODELS` that exists; else the CNN's path."""
+    folder = Path(models_dir or config.MODELS_DIR)
+    present = [folder / n for n in BINARY_MODELS if (folder / n).exists()]
+    for path in present:
+        try:
+            if json.loads(path.with_suffix(".json").read_text()).get("preferred"):
+                return path
+        except (OSError, ValueError):
+            continue
+    return present[0] if present else folder / BINARY_MODELS[-1]
 
 
 def prepare(path: str | Path, card: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -123,3 +123,13 @@ def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndar
         heat = cv2.resize(heat.astype(np.float32), (img.shape[1], img.shape[0]))
     colour = cv2.applyColorMap(np.uint8(255 * np.clip(heat, 0, 1)), cv2.COLORMAP_JET)[..., ::-1]
     return np.uint8((1 - alpha) * img + alpha * colour)
+
+
+def overlay_with_regions(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
+                         colour=(255, 255, 255)) -> np.ndarray:
+    """:func:`overlay` with the outline of a region mask (e.g. the expert boxes) drawn on top."""
+    import cv2
+    ov = overlay(image, heat)
+    cnts, _ = cv2.findContours(np.asarray(mask).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(ov, cnts, -1, colour, 2)
+    return ov

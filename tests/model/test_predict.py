@@ -106,3 +106,17 @@ def test_heatmap_explains_the_reported_class(tmp_path, monkeypatch, threshold, l
     monkeypatch.setattr(ex, "gradcam", spy)
     r = Predictor(path).predict(_real_images()[0], gradcam_dir=tmp_path)
     assert r["class"] == label and explained_by[-1] == explained
+
+
+def test_default_model_is_the_one_whose_card_says_preferred(tmp_path):
+    import json
+
+    from fracturelib.predict import default_model
+    assert default_model(tmp_path) == tmp_path / "binary_cnn.keras"        # nothing trained yet
+    for name, pref in (("binary_cnn", True), ("binary_transfer", False)):
+        (tmp_path / f"{name}.keras").write_bytes(b"x")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"preferred": pref}))
+    assert default_model(tmp_path) == tmp_path / "binary_cnn.keras"
+    (tmp_path / "binary_transfer.json").write_text(json.dumps({"preferred": True}))
+    (tmp_path / "binary_cnn.json").write_text(json.dumps({"preferred": False}))
+    assert default_model(tmp_path) == tmp_path / "binary_transfer.keras"
