@@ -35,6 +35,7 @@ reports: venv
 bench: venv
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/reports.py
+	$(BIN)/python bench/transfer.py
 
 clean:
 	rm -rf reports/*.html reports/*.ipynb reports/*/ .pytest_cache

@@ -41,3 +41,26 @@ def test_threshold_reaches_target_sensitivity():
 def test_threshold_needs_positives():
     with pytest.raises(ValueError, match="no positive"):
         evaluate.threshold_for_sensitivity([0, 0], [0.1, 0.2])
+
+
+def test_paired_auc_difference_finds_a_real_gap_and_no_gap():
+    from fracturelib import evaluate
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    weak, strong = y + rng.normal(0, 1.5, 400), y + rng.normal(0, 0.5, 400)
+    d = evaluate.paired_auc_difference(y, weak, strong, n_boot=300, seed=1)
+    from sklearn.metrics import roc_auc_score
+    assert d["value"] == pytest.approx(roc_auc_score(y, strong) - roc_auc_score(y, weak))
+    assert 0 < d["ci_low"] < d["value"] < d["ci_high"] and d["p_value"] < 0.01
+    same = evaluate.paired_auc_difference(y, weak, weak + rng.normal(0, 1e-3, 400), n_boot=300, seed=1)
+    assert same["ci_low"] < 0 < same["ci_high"] and same["p_value"] > 0.05
+
+
+def test_compare_binary_reports_each_model_at_its_own_validation_threshold():
+    from fracturelib import evaluate
+    y = {"val": np.array([0, 0, 1, 1]), "test": np.array([0, 0, 0, 1, 1, 1])}
+    p = {"val": np.array([0.1, 0.2, 0.6, 0.9]), "test": np.array([0.1, 0.3, 0.7, 0.6, 0.8, 0.9])}
+    t = evaluate.compare_binary({"m": (p, 0.65)}, y, n_boot=50)
+    assert t.loc["test sensitivity", "m"].startswith("0.667")       # 0.6 < 0.65 is missed
+    assert t.loc["test specificity", "m"].startswith("0.667")       # 0.7 >= 0.65 is a false alarm
+    assert t.loc["validation ROC-AUC", "m"] == "1.000"

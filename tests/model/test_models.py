@@ -71,3 +71,19 @@ def test_same_seed_same_split_and_metrics(tmp_path):
     a, b = run(3), run(3)
     assert a[0] == b[0] and a[1] == b[1]
     np.testing.assert_array_equal(a[2], b[2])
+
+
+def test_make_card_is_what_split_from_card_reads_back(tmp_path):
+    from fracturelib.data import build_manifest
+    from fracturelib.data.splits import assign_splits, split_from_card
+    from tests.conftest import write_tree
+    write_tree(tmp_path / "ds", {"a": 12, "b": 12})
+    manifest = build_manifest(tmp_path / "ds")
+    split = dict(seed=3, val_fraction=0.2, test_fraction=0.2, subset_fraction=1.0, respect_existing=False)
+    d = assign_splits(manifest, 0.2, 0.2, seed=3, respect_existing=False)
+    parts = {s: d[d.split == s] for s in ("train", "val", "test")}
+    card = models.make_card("binary", ["a", "b"], 32, 1, "gray", tmp_path / "ds", manifest, split, parts, threshold=0.4)
+    assert card["data"]["n"] == {s: len(v) for s, v in parts.items()} and card["threshold"] == 0.4
+    assert split_from_card(manifest, card)["split"].equals(d["split"])
+    with pytest.raises(ValueError, match="seed"):
+        models.make_card("binary", ["a", "b"], 32, 1, "gray", tmp_path / "ds", manifest, {}, parts)

@@ -153,3 +153,31 @@ def test_saved_transfer_model_loads_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("mobilenetv2")
+
+
+def test_unfreeze_from_a_named_block_keeps_earlier_layers_and_batchnorm_frozen():
+    m, _ = transfer.build_transfer_model(3, "efficientnet_lite0", 32, 3, "none")
+    transfer.unfreeze_top(m, "block14")
+    base = m.get_layer("backbone")
+    trainable = {layer.name for layer in base.layers if layer.trainable and layer.weights}
+    assert "block14_expand_conv" in trainable and "top_conv" in trainable
+    assert not any(n.startswith(("block13", "stem")) for n in trainable)
+    assert not any(n.endswith("bn") for n in trainable)
+    with pytest.raises(ValueError, match="no such layer"):
+        transfer.unfreeze_top(m, "block99")
+
+
+@pytest.mark.slow
+def test_binary_transfer_monitors_auc_and_learns_from_mirrored_features(tmp_path):
+    from fracturelib.data.splits import assign_splits
+    write_tree(tmp_path / "ds", {"fractured": 16, "non-fractured": 16})
+    d = assign_splits(build_manifest(tmp_path / "ds"), val_fraction=0.25, test_fraction=0.2, seed=0)
+    classes = ["non-fractured", "fractured"]
+    m, _ = transfer.build_transfer_model(1, "efficientnet_lite0", 32, 1, "none")
+    assert m.output.shape[-1] == 1
+    tr, va = d[d.split == "train"], d[d.split == "val"]
+    r = transfer.two_phase(m, tr, va, classes, 32, 1, phase1_epochs=2, phase2_epochs=0, verbose=0)
+    assert r["monitor"] == "val_auc" and "val_auc" in r["phase1_history"]
+    assert r["pooled"]["train"].shape == (len(tr), 1280)
+    p = transfer.predict_proba(m, va, classes, 32, 1)
+    assert p.shape == (len(va),) and ((p >= 0) & (p <= 1)).all()
