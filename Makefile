@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONHASHSEED := 0
-# Keras downloads (ImageNet weights) go to a project-local cache unless you set KERAS_HOME.
+# Keras' cache (downloaded ImageNet files, converted EfficientNet-Lite weights): ~/.keras unless you set KERAS_HOME.
 export KERAS_HOME ?= $(HOME)/.keras
 
 .PHONY: test reports bench clean venv test-fast
