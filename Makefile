@@ -7,7 +7,7 @@ export PYTHONHASHSEED := 0
 # Keras' cache (downloaded ImageNet files, converted EfficientNet-Lite weights): ~/.keras unless you set KERAS_HOME.
 export KERAS_HOME ?= $(HOME)/.keras
 
-.PHONY: test reports bench clean venv test-fast
+.PHONY: test reports bench clean venv test-fast lint
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
@@ -20,11 +20,14 @@ $(BIN)/.installed: pyproject.toml
 	echo 'c.IPKernelApp.capture_fd_output = False' > $(VENV)/etc/ipython/ipython_kernel_config.py
 	touch $@
 
-# Tests never download: `weights=auto` uses the Keras cache or the shipped in-domain backbone.
+# Tests never download: `weights=auto` uses the Keras cache or EfficientNet-Lite0 ImageNet from its pip package.
 test: export FRACTURELIB_OFFLINE := 1
-test: venv
+test: venv lint
 	$(BIN)/python -m pytest -q tests
 	FRACTURELIB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+
+lint: venv
+	$(BIN)/ruff check fracturelib tests bench scripts
 
 test-fast: venv
 	$(BIN)/python -m pytest -q tests -m "not slow"

@@ -47,9 +47,11 @@ def main() -> None:
         fn()
         return a.images / (time.perf_counter() - t)
 
-    jobs = {"design CNN training (128 px)": lambda: cnn.fit(x_cnn, y, batch_size=a.batch, epochs=1, verbose=0),
-            f"Lite0 forward, frozen features ({a.size} px)": lambda: feats.predict(x_big, batch_size=a.batch, verbose=0),
-            f"Lite0 fine-tuning, blocks >= 13 ({a.size} px)": lambda: tuned.fit(x_big, y, batch_size=a.batch, epochs=1, verbose=0)}
+    jobs = {
+        "design CNN training (128 px)": lambda: cnn.fit(x_cnn, y, batch_size=a.batch, epochs=1, verbose=0),
+        f"Lite0 forward, frozen features ({a.size} px)": lambda: feats.predict(x_big, batch_size=a.batch, verbose=0),
+        f"Lite0 fine-tuning, blocks >= 13 ({a.size} px)":
+            lambda: tuned.fit(x_big, y, batch_size=a.batch, epochs=1, verbose=0)}
     for fn in jobs.values():                        # warm-up: tracing
         fn()
     best = {k: 0.0 for k in jobs}

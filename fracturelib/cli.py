@@ -57,7 +57,7 @@ def cmd_scan(a) -> int:
     if len(xl):
         print(f"groups with conflicting labels: {xl['dup_group'].nunique()}")
         for gid, grp in xl.groupby("dup_group"):
-            print(f"  group {gid}: " + "; ".join(f"{r} [{l}]" for r, l in zip(grp['relpath'], grp['label'])))
+            print(f"  group {gid}: " + "; ".join(f"{r} [{lab}]" for r, lab in zip(grp['relpath'], grp['label'])))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         df.to_csv(a.out, index=False)

@@ -172,7 +172,7 @@ def _torch_to_layers(state: dict, name: str) -> dict[str, list[np.ndarray]]:
 
     conv("stem_conv", "_conv_stem")
     batchnorm("stem_bn", "_bn0")
-    for b, (reps, _k, _s, expand, _fi, _fo) in enumerate(
+    for b, (_reps, _k, _s, expand, _fi, _fo) in enumerate(
             [t for t in stages(name) for _ in range(t[0])]):
         t = f"_blocks.{b}."
         if expand != 1:
@@ -205,7 +205,7 @@ def torch_weights_file(name: str) -> Path:
 
 def cache_file(name: str) -> Path:
     """Where the converted weights live: ``$KERAS_HOME/models/<name>_imagenet_by_layer.h5``."""
-    from keras.src.backend import config as keras_config   # where keras.utils.get_file caches
+    from keras.src.backend import config as keras_config  # where keras.utils.get_file caches
     return Path(keras_config.keras_home()) / "models" / f"{name}_imagenet_by_layer.h5"
 
 

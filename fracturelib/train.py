@@ -62,7 +62,6 @@ def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = No
 
     Returns the Keras History, with ``history.epoch_times`` (seconds per epoch) added.
     """
-    import keras
 
     timer = _Timer()
     h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,

@@ -3,14 +3,15 @@
 features for the head, then fine-tuning the top of the backbone)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from . import config
-from .backbones import (FRACATLAS_BACKBONE, WeightsUnavailable, custom_objects,  # noqa: F401 - re-exported
-                        preprocess_layer)
-from . import backbones
+from . import backbones, config
+from .backbones import (  # noqa: F401 - re-exported for callers of the old transfer API
+    FRACATLAS_BACKBONE,
+    WeightsUnavailable,
+    custom_objects,
+    preprocess_layer,
+)
 from .kerasutil import layer_output
 
 
@@ -110,7 +111,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
 
     Phase 1: backbone frozen, its features computed once and the head trained on them; with
     ``flip_features`` the features of the mirrored training images are added (fracture types and
-    fractured/not do not depend on the side: +1-2 points of grouped-CV accuracy on Bone Break). Phase 2 (``phase2_epochs`` > 0): the top of the backbone (``fine_tune_layers``, see
+    fractured/not do not depend on the side: +1-2 points of grouped-CV accuracy on Bone Break).
+    Phase 2 (``phase2_epochs`` > 0): the top of the backbone (``fine_tune_layers``, see
     :func:`unfreeze_top`) trained end to end on augmented images at ``lr_fine`` with a cosine
     decay; BatchNorm frozen in inference mode. Early stopping with the best weights restored;
     phase 2 is undone when it does not beat phase 1 on validation.

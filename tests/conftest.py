@@ -45,7 +45,7 @@ def write_tree(root: Path, spec: dict[str, int], start_seed: int = 0) -> int:
     for folder, n in spec.items():
         d = root / folder
         d.mkdir(parents=True, exist_ok=True)
-        for k in range(n):
+        for _ in range(n):
             xray_like(seed).save(d / f"img{seed:04d}.jpg", quality=92)
             seed += 1
     return seed - start_seed

@@ -97,4 +97,6 @@ def load_images(df: pd.DataFrame, image_size: int, channels: int):
     import numpy as np
     ds = make_dataset(df, classes=None, image_size=image_size, channels=channels,
                       batch_size=64, cache=False, with_labels=False)
-    return np.concatenate([b.numpy() for b in ds]) if len(df) else np.zeros((0, image_size, image_size, channels), "float32")
+    if not len(df):
+        return np.zeros((0, image_size, image_size, channels), "float32")
+    return np.concatenate([b.numpy() for b in ds])

@@ -33,7 +33,8 @@ def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
 
     With ``respect_existing`` and a dataset that has train/test already, test stays test,
     validation is carved group-aware out of train, and test rows whose duplicate group also has
-    a member in train or validation (both come from the original Train) get ``leak=True``. Otherwise all three sides are carved group-aware.
+    a member in train or validation (both come from the original Train) get ``leak=True``.
+    Otherwise all three sides are carved group-aware.
     """
     d = df[df["status"] == "ok"].copy()
     d["given_split"] = d["split"]

@@ -58,7 +58,7 @@ def write_legacy(path, fake, storages: dict, tensors: dict):
             (n, _Tensor(fake, k, storages[k][0], o, sz, st)) for n, (k, o, sz, st) in tensors.items())
         P(f, protocol=2).dump(sd)
         pickle.dump(list(storages), f, protocol=2)
-        for key, (stype, arr) in storages.items():
+        for stype, arr in storages.values():
             f.write(struct.pack("<q", len(arr)))
             f.write(np.ascontiguousarray(arr).astype(tl.STORAGE_DTYPES[stype]).tobytes())
 

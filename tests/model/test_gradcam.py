@@ -70,8 +70,10 @@ def test_heatmap_back_to_image_coordinates():
 
 def test_localisation_scores_against_baselines():
     mask = region_mask(100, 100, boxes=[[40, 40, 20, 20]])
-    perfect = np.zeros((100, 100)); perfect[45:55, 45:55] = 1
-    wrong = np.zeros((100, 100)); wrong[0:10, 0:10] = 1
+    perfect = np.zeros((100, 100))
+    perfect[45:55, 45:55] = 1
+    wrong = np.zeros((100, 100))
+    wrong[0:10, 0:10] = 1
     df = localisation_scores([perfect, wrong], [mask, mask], n_random=5)
     assert df.loc[0, "pointing"] == 1 and df.loc[0, "energy"] == 1 and df.loc[0, "iou"] == pytest.approx(0.25)
     assert df.loc[1, "pointing"] == 0 and df.loc[1, "energy"] == 0
@@ -88,7 +90,8 @@ def test_polygon_mask():
 
 def test_large_images_scored_at_reduced_size_alike():
     mask = region_mask(2000, 1600, boxes=[[800, 600, 200, 160]])
-    heat = np.zeros((1600, 2000)); heat[640:720, 850:950] = 1
+    heat = np.zeros((1600, 2000))
+    heat[640:720, 850:950] = 1
     r = localisation_scores([heat], [mask], tolerance=30, n_random=2).iloc[0]
     assert r["pointing"] == 1 and r["energy"] > 0.97
     assert r["area_share"] == pytest.approx(0.01, rel=0.05)
