@@ -68,6 +68,8 @@ class Predictor:
         from .explain import gradcam, heatmap_to_image, overlay
         x, img = prepare(image_path, self.card)
         cams, out = gradcam(self.model, x)        # explains the arg-max / p >= 0.5 class
+        if self.card.get("tta_flip"):             # chosen on validation by notebook 03
+            out = (out + self.model.predict(x[:, :, ::-1], verbose=0)) / 2
         out = out[0]
         if len(self.classes) == 2 and out.shape[-1] == 1:
             p = float(out[0])

@@ -173,12 +173,15 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     return out
 
 
-def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batch_size: int = 32):
-    """Model scores for every row of a manifest slice (no augmentation)."""
+def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batch_size: int = 32,
+                  tta_flip: bool = False):
+    """Model scores for every row of a manifest slice; with ``tta_flip`` the mean of the scores
+    of each image and its mirror image (test-time augmentation)."""
     from .data.pipeline import make_dataset
     from .train import predict
-    return predict(model, make_dataset(rows, classes, image_size, channels, batch_size,
-                                       with_labels=False, cache=False))
+    ds = make_dataset(rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
+    p = predict(model, ds)
+    return (p + predict(model, ds.map(lambda x: x[:, :, ::-1, :]))) / 2 if tta_flip else p
 
 
 def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size: int = 32) -> np.ndarray:
@@ -202,11 +205,23 @@ def linear_probe(train_features, train_labels, C: float = 0.03, class_weight: st
     return clf.fit(train_features, train_labels)
 
 
-def test_scores(model, test_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32):
+def test_scores(model, test_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32,
+                tta_flip: bool = False):
     """Integer labels, class probabilities and the honest mask (no copy in Train) of a Test part."""
-    proba = predict_proba(model, test_rows, classes, image_size, channels, batch_size)
+    proba = predict_proba(model, test_rows, classes, image_size, channels, batch_size, tta_flip)
     y = np.array([list(classes).index(c) for c in test_rows["label"]])
     return y, proba, ~test_rows["leak"].to_numpy(bool)
+
+
+def choose_tta_flip(model, val_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32) -> dict:
+    """Decide test-time flip averaging on validation (never on Test): kept only when it raises
+    validation accuracy. Returns both accuracies and the decision."""
+    y = np.array([list(classes).index(c) for c in val_rows["label"]])
+    acc = {}
+    for flip in (False, True):
+        p = predict_proba(model, val_rows, classes, image_size, channels, batch_size, flip)
+        acc[flip] = float((p.argmax(1) == y).mean())
+    return {"val_accuracy": acc[False], "val_accuracy_flip": acc[True], "tta_flip": acc[True] > acc[False]}
 
 
 def compare_backbones(configs: str, parts: dict, classes, image_size: int, channels: int = 3,

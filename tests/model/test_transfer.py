@@ -181,3 +181,15 @@ def test_binary_transfer_monitors_auc_and_learns_from_mirrored_features(tmp_path
     assert r["pooled"]["train"].shape == (len(tr), 1280)
     p = transfer.predict_proba(m, va, classes, 32, 1)
     assert p.shape == (len(va),) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_flip_averaging_is_kept_only_when_it_helps_on_validation(monkeypatch):
+    import pandas as pd
+    rows = pd.DataFrame({"label": ["a", "b", "a", "b"]})
+    plain = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]])      # 2 of 4 right
+    flipped = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.4, 0.6]])    # 4 of 4 right
+    monkeypatch.setattr(transfer, "predict_proba", lambda m, r, c, s, ch, b, flip=False: flipped if flip else plain)
+    assert transfer.choose_tta_flip(None, rows, ["a", "b"], 32) == {
+        "val_accuracy": 0.5, "val_accuracy_flip": 1.0, "tta_flip": True}
+    monkeypatch.setattr(transfer, "predict_proba", lambda m, r, c, s, ch, b, flip=False: plain)
+    assert transfer.choose_tta_flip(None, rows, ["a", "b"], 32)["tta_flip"] is False
