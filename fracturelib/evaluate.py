@@ -129,3 +129,86 @@ def compare_binary(scores: dict, y: dict, n_boot: int = 1000, seed: int = 0) -> 
                       "test sensitivity": format_ci(rep.loc["recall"]),
                       "test specificity": format_ci(rep.loc["specificity"])}
     return pd.DataFrame(cols)
+
+
+# ---- clinical operating points -------------------------------------------------------------------
+def sensitivity_at_specificity(y, p, target: float = 0.80) -> dict:
+    """The operating point on this data's ROC curve with specificity >= ``target`` and the
+    highest sensitivity: its threshold, sensitivity and specificity."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, float)
+    fpr, tpr, thr = skm.roc_curve(y, p)
+    ok = np.flatnonzero(1 - fpr >= target - 1e-12)
+    k = ok[np.argmax(tpr[ok])]
+    return {"threshold": float(min(thr[k], 1.0)), "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k])}
+
+
+def specificity_at_sensitivity(y, p, target: float = 0.90) -> dict:
+    """The operating point with sensitivity >= ``target`` and the highest specificity."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, float)
+    fpr, tpr, thr = skm.roc_curve(y, p)
+    ok = np.flatnonzero(tpr >= target - 1e-12)
+    k = ok[np.argmin(fpr[ok])]
+    return {"threshold": float(min(thr[k], 1.0)), "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k])}
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> dict:
+    """PPV and NPV by Bayes' rule at a stated prevalence (not the test set's)."""
+    tp, fp = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    tn, fn = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    return {"ppv": tp / (tp + fp) if tp + fp else float("nan"), "npv": tn / (tn + fn) if tn + fn else float("nan")}
+
+
+def operating_points(y, p, specificity_target: float = 0.80, sensitivity_target: float = 0.90,
+                     prevalence: float | None = None, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Sensitivity at fixed specificity and specificity at fixed sensitivity, each with PPV/NPV
+    at ``prevalence`` (default: this data's), all with 95% bootstrap CIs."""
+    prev = float(np.mean(y)) if prevalence is None else prevalence
+
+    def fn(yy, pp):
+        a = sensitivity_at_specificity(yy, pp, specificity_target)
+        b = specificity_at_sensitivity(yy, pp, sensitivity_target)
+        pa, pb = predictive_values(a["sensitivity"], a["specificity"], prev), predictive_values(
+            b["sensitivity"], b["specificity"], prev)
+        sa, sb = f"specificity >= {specificity_target:.2f}", f"sensitivity >= {sensitivity_target:.2f}"
+        return {f"sensitivity at {sa}": a["sensitivity"], f"PPV at {sa} (prevalence {prev:.3f})": pa["ppv"],
+                f"NPV at {sa} (prevalence {prev:.3f})": pa["npv"],
+                f"specificity at {sb}": b["specificity"], f"PPV at {sb} (prevalence {prev:.3f})": pb["ppv"],
+                f"NPV at {sb} (prevalence {prev:.3f})": pb["npv"]}
+    return with_ci(y, p, fn, n_boot, seed)
+
+
+def decision_curve(y, p, thresholds=None) -> pd.DataFrame:
+    """Net benefit of acting on the model at each threshold probability, beside treating
+    everyone and no one (Vickers & Elkin 2006): NB = TP/N - FP/N * t / (1 - t)."""
+    y, p = np.asarray(y).astype(int), np.asarray(p, float)
+    t = np.asarray(thresholds if thresholds is not None else np.linspace(0.01, 0.80, 80))
+    n, prev = len(y), y.mean()
+    w = t / (1 - t)
+    tp = np.array([((p >= k) & (y == 1)).sum() for k in t]) / n
+    fp = np.array([((p >= k) & (y == 0)).sum() for k in t]) / n
+    return pd.DataFrame({"threshold": t, "model": tp - fp * w, "treat all": prev - (1 - prev) * w,
+                         "treat none": np.zeros_like(t)})
+
+
+# ---- multiclass agreement --------------------------------------------------------------------------
+def multiclass_agreement(y, proba, k: int = 3) -> dict:
+    """Accuracy, Cohen's kappa (unweighted: the classes are not ordered) and top-k accuracy."""
+    y, proba = np.asarray(y).astype(int), np.asarray(proba, float)
+    labels = np.arange(proba.shape[1])
+    return {"accuracy": float((proba.argmax(1) == y).mean()),
+            "cohen_kappa": float(skm.cohen_kappa_score(y, proba.argmax(1), labels=labels)),
+            f"top{k}_accuracy": float(skm.top_k_accuracy_score(y, proba, k=k, labels=labels))}
+
+
+def per_class_recall(y, proba, classes, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Recall of each class with a 95% bootstrap CI (stratified, so each class keeps its count)."""
+    def fn(yy, pp):
+        pred = pp.argmax(1)
+        return {c: float((pred[yy == i] == i).mean()) if (yy == i).any() else np.nan
+                for i, c in enumerate(classes)}
+    return with_ci(y, np.asarray(proba), fn, n_boot, seed)
+
+
+def majority_baseline(y) -> float:
+    """Accuracy of always answering the most frequent class: what every accuracy stands beside."""
+    return float(pd.Series(np.asarray(y)).value_counts(normalize=True).max())
