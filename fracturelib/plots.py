@@ -6,8 +6,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="notebook")
-
 
 def class_balance(counts: pd.DataFrame):
     cols = [c for c in counts.columns if c not in ("total", "share")]
@@ -124,6 +122,40 @@ def calibration(y, p, bins: int = 10):
     ax.plot(mean, frac, "o-", label="model")
     ax.set(xlabel="mean predicted probability", ylabel="observed fraction fractured",
            title="Calibration (test, quantile bins)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def reliability(curves: dict, bins: int = 10, strategy: str = "quantile"):
+    """Reliability diagrams, one panel per model: ``{name: (y, p_as_trained, p_scaled)}``
+    (binary: P(positive); multiclass: top-label confidence), before and after temperature scaling."""
+    from .calibration import ece
+    from .calibration import reliability as table
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4), squeeze=False)
+    for ax, (name, (y, p0, p1)) in zip(axes[0], curves.items()):
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
+        for lab, p in (("as trained", p0), ("temperature-scaled", p1)):
+            r = table(y, p, bins, strategy)
+            ax.plot(r["predicted"], r["observed"], "o-", label=f"{lab} (ECE {ece(y, p, bins, strategy):.3f})")
+        ax.set(xlabel="mean predicted probability", ylabel="observed frequency", title=f"{name} (test)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def decision_curves(curves: dict):
+    """Net benefit against threshold probability, ``{name: evaluate.decision_curve(...)}``, with
+    the treat-all and treat-none strategies of the first."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    first = next(iter(curves.values()))
+    for name, dc in curves.items():
+        ax.plot(dc["threshold"], dc["model"], label=name)
+    ax.plot(first["threshold"], first["treat all"], "k--", lw=0.9, label="treat all")
+    ax.plot(first["threshold"], first["treat none"], "k:", lw=0.9, label="treat none")
+    top = max(float(first["treat all"].max()), max(float(dc["model"].max()) for dc in curves.values()))
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curve (test)",
+           ylim=(-0.05, top * 1.1 + 0.01))
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
