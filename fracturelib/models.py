@@ -62,7 +62,8 @@ def card_path(model_path: str | Path) -> Path:
 
 
 def save_model(model, path: str | Path, card: dict) -> Path:
-    """Save ``model`` as ``path`` (.keras) and its card as ``path`` with .json.
+    """Save ``model`` as ``path`` (.keras), its card as ``path`` with .json and the readable
+    model card (Hugging Face shape) with .md.
 
     ``card`` must give classes, image_size, channels and preprocessing; the file hash, input
     shape and package versions are added here.
@@ -80,6 +81,8 @@ def save_model(model, path: str | Path, card: dict) -> Path:
             "model_file": path.name, "model_sha256": _sha256(path),
             "versions": package_versions()}
     card_path(path).write_text(json.dumps(full, indent=2, default=_jsonable))
+    from . import modelcard
+    modelcard.write(json.loads(card_path(path).read_text()), path)      # the card people read
     return path
 
 

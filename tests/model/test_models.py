@@ -87,3 +87,26 @@ def test_make_card_is_what_split_from_card_reads_back(tmp_path):
     assert split_from_card(manifest, card)["split"].equals(d["split"])
     with pytest.raises(ValueError, match="seed"):
         models.make_card("binary", ["a", "b"], 32, 1, "gray", tmp_path / "ds", manifest, {}, parts)
+
+
+def test_saved_model_has_a_readable_card_with_valid_front_matter(tmp_path):
+    from fracturelib import modelcard
+    m = models.build_binary_cnn(32, 1)
+    ci = {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
+    card = {"task": "binary", "classes": ["non-fractured", "fractured"], "image_size": 32, "channels": 1,
+            "preprocessing": "gray", "threshold": 0.4, "target_sensitivity": 0.9, "model_name": "design CNN",
+            "data": {"root": "fracatlas", "manifest_hash": "abc", "split": {"seed": 1}, "n": {"test": 10}},
+            "test_metrics": {"roc_auc": ci, "recall": ci}, "temperature": 1.5,
+            "calibration": {"as trained": {"Brier": 0.2, "ECE (equal width)": 0.1}}}
+    path = models.save_model(m, tmp_path / "b.keras", card)
+    text = path.with_suffix(".md").read_text()
+    fm = modelcard.front_matter(text)
+    assert fm["library_name"] == "keras" and fm["datasets"] == ["FracAtlas"] and fm["metrics"] == ["recall", "roc_auc"]
+    assert {"license", "tags", "pipeline_tag"} <= set(fm)
+    for section in ("## Model details", "## Intended use", "**Out of scope:**", "## Training data and split",
+                    "## Evaluation data", "## Metrics", "## Calibration", "## Limitations", "## How to load"):
+        assert section in text, section
+    assert "| roc_auc | 0.800 (95% CI 0.700-0.900) |" in text and "not medical advice" in text
+    assert "load_model(\"b.keras\")" in text
+    with pytest.raises(ValueError):
+        modelcard.front_matter("# no front matter")
