@@ -70,7 +70,12 @@ def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = No
     return h
 
 
+def _images_only(x, *_):
+    # a named function: AutoGraph cannot read a lambda's source inside a notebook and warns
+    return x
+
+
 def predict(model, ds) -> np.ndarray:
     """Scores for every batch of ``ds`` (labels, if any, are ignored)."""
-    out = model.predict(ds.map(lambda x, *_: x), verbose=0)
+    out = model.predict(ds.map(_images_only), verbose=0)
     return out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out

@@ -15,6 +15,11 @@ from .backbones import (  # noqa: F401 - re-exported for callers of the old tran
 from .kerasutil import layer_output
 
 
+def mirror(x):
+    """A batch of images flipped left-right (a named function: AutoGraph warns on lambdas)."""
+    return x[:, :, ::-1, :]
+
+
 def build_transfer_model(num_classes: int, backbone: str = "efficientnet_lite0", image_size: int = 224,
                          channels: int = 3, weights: str = "auto", alpha: float = 1.0,
                          dropout: float = 0.3):
@@ -138,7 +143,7 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     t_feat = time.perf_counter() - t
     pooled = {"train": f_tr.mean(axis=(1, 2)), "val": f_va.mean(axis=(1, 2))}
     if flip_features:    # mirrored copies of the training images: a label-preserving augmentation
-        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(lambda x: x[:, :, ::-1, :]), verbose=0)])
+        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(mirror), verbose=0)])
         y_tr = np.concatenate([y_tr, y_tr])
     head = head_model(model)
     head.compile(keras.optimizers.Adam(lr_head), loss, metrics=metrics)
@@ -181,7 +186,7 @@ def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batc
     from .train import predict
     ds = make_dataset(rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
     p = predict(model, ds)
-    return (p + predict(model, ds.map(lambda x: x[:, :, ::-1, :]))) / 2 if tta_flip else p
+    return (p + predict(model, ds.map(mirror))) / 2 if tta_flip else p
 
 
 def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size: int = 32) -> np.ndarray:
