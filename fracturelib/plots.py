@@ -159,3 +159,19 @@ def decision_curves(curves: dict):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def overlay_gallery(rows: pd.DataFrame, heats, title: str, k: int = 6, caption: str = "p"):
+    """Heatmap overlays of the first ``k`` rows (``heats`` aligned with ``rows``), captioned with
+    the file name and ``rows[caption]``; prints a line instead when there are none."""
+    from .data.imageio import read_image
+    from .explain import overlay
+    rows, heats = rows.head(k), list(heats)[:k]
+    if not len(rows):
+        print(f"none: {title}")
+        return None
+    imgs = [overlay(read_image(p), h) for p, h in zip(rows["path"], heats)]
+    names = [f"{r.rsplit('/', 1)[-1]} {caption}={v:.2f}" for r, v in zip(rows["relpath"], rows[caption])]
+    fig = image_grid(imgs, names, ncols=k, size=2.4, suptitle=title)
+    plt.show()
+    return fig

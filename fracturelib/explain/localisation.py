@@ -112,3 +112,35 @@ def summarise_localisation(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) 
                      "random heatmap": df[f"random_{k}"].mean(), "random ci_low": rlo, "random ci_high": rhi,
                      "chance (area share)": df[chance[k]].mean() if chance[k] else np.nan})
     return pd.DataFrame(rows).set_index("score")
+
+
+def verdict(table: pd.DataFrame, n_images: int, tolerance: int, who: str = "the model",
+            shortcut_table: pd.DataFrame | None = None) -> tuple[str, dict]:
+    """One paragraph a reader can quote, and the key figures for the report index.
+
+    Args:
+        table: :func:`summarise_localisation` of one model and method.
+        n_images: fractured test images scored.
+        tolerance: pointing-game tolerance in pixels.
+        who: the model's name in the sentence.
+        shortcut_table: mean shortcut scores per true class of the same model's heatmaps
+            (``shortcuts.shortcut_scores``); adds a sentence on markers and text.
+    """
+    pg, en, iou = (table.loc[r] for r in table.index)
+    text = (f"On {n_images} held-out fractured radiographs, {who}'s heatmap peak falls on an expert box "
+            f"(±{tolerance} px) in {pg['model']:.0%} of images (95% CI {pg['ci_low']:.0%}-{pg['ci_high']:.0%}); "
+            f"a random smooth heatmap does so in {pg['random heatmap']:.0%} and the boxes' grown area is "
+            f"{pg['chance (area share)']:.0%} of the image. Energy in the boxes: {en['model']:.3f} vs "
+            f"{en['chance (area share)']:.3f} by chance; IoU {iou['model']:.3f} vs {iou['random heatmap']:.3f} "
+            "for random maps. ")
+    if shortcut_table is not None:
+        ratio = shortcut_table["text/marker energy"] / shortcut_table["text/marker area"].clip(lower=1e-6)
+        text += ("Heat on markers/text is " + ", ".join(f"{r:.1f}x its area share for {c}" for c, r in ratio.items())
+                 + "; values well above 1 mean the model partly looks at labels, not bone.")
+    figures = {"pointing_game": f"{pg['model']:.3f} (95% CI {pg['ci_low']:.3f}-{pg['ci_high']:.3f}) vs random "
+                                f"{pg['random heatmap']:.3f}, chance {pg['chance (area share)']:.3f}",
+               "mean_iou": f"{iou['model']:.3f} (95% CI {iou['ci_low']:.3f}-{iou['ci_high']:.3f}) vs random "
+                           f"{iou['random heatmap']:.3f}",
+               "energy_in_box": f"{en['model']:.3f} vs area share {en['chance (area share)']:.3f}",
+               "n_fractured_test": n_images}
+    return text, figures

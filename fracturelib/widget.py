@@ -1,0 +1,52 @@
+"""The notebook's "predict an image of your own" widget. Each model is loaded once, on first use,
+not on every upload."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+
+def choices(binary_models: list[str], types_model: str | None = None) -> dict[str, str]:
+    """Menu label -> model path for the models that exist, the card's preferred binary model first."""
+    from .models import read_card
+    present = [p for p in binary_models if Path(p).exists()]
+    out = {f"fractured or not (02, {Path(p).stem})": p
+           for p in sorted(present, key=lambda p: not read_card(p).get("preferred"))}
+    if types_model and Path(types_model).exists():
+        out["fracture type (03)"] = types_model
+    return out
+
+
+def upload_widget(models: dict[str, str]):
+    """A model menu, a file upload and an output area; returns the ipywidgets box to display."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    from .data.imageio import ImageError
+    from .predict import Predictor, format_result
+    loaded: dict[str, Predictor] = {}
+    which = widgets.Dropdown(options=list(models), description="model")
+    upload = widgets.FileUpload(accept="image/*", multiple=False, description="X-ray")
+    shown = widgets.Output()
+
+    def on_upload(change):
+        shown.clear_output()
+        files = change["new"]
+        if not files:
+            return
+        f = files[0] if isinstance(files, (list, tuple)) else next(iter(files.values()))
+        tmp = Path(tempfile.mkdtemp()) / Path(f["name"]).name
+        tmp.write_bytes(bytes(f["content"]))
+        with shown:
+            try:
+                if which.value not in loaded:
+                    loaded[which.value] = Predictor(models[which.value])
+                r = loaded[which.value].predict(tmp, gradcam_dir=tmp.parent)
+            except ImageError as e:
+                print(f"cannot use this file: {e}")
+                return
+            print(format_result(r))
+            display(widgets.Image(value=Path(r["gradcam"]).read_bytes(), format="png", width=360))
+
+    upload.observe(on_upload, names="value")
+    return widgets.VBox([which, upload, shown])
