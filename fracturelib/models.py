@@ -118,6 +118,9 @@ def load_model(path: str | Path, expect: dict | None = None):
     if not path.exists():
         raise ModelCardError(f"{path}: no such model file; train one with notebook 02/03 first")
     card = read_card(path)
+    if card.get("card_version", 0) > CARD_VERSION:
+        raise ModelCardError(f"{path}: its card (version {card.get('card_version')}) was written by a newer "
+                             f"fracturelib than this one (reads version {CARD_VERSION}); upgrade fracturelib")
     if card.get("model_sha256") != _sha256(path):
         raise ModelCardError(f"{path}: file differs from the one its card describes "
                              "(hash mismatch); re-save the model with its card")

@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .. import config
 
-# We enforce our own pixel limit on the header; PIL's warning/err would fire on different numbers.
-Image.MAX_IMAGE_PIXELS = None
-ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Our own pixel limit (config.MAX_PIXELS) is checked on the header; PIL's process-wide
+# decompression-bomb guard is left as the user has it (never switched off at import).
 
 #: (format, mode) pairs that tf.io.decode_image reads exactly as we would; the rest are converted.
 TF_NATIVE = {("JPEG", "L"), ("JPEG", "RGB"), ("PNG", "L"), ("PNG", "RGB")}
@@ -107,6 +106,10 @@ def check_image(path: str | Path, keep_image: bool = True) -> ImageCheck:
             im = Image.open(path)
     except UnidentifiedImageError:
         return chk.skip("not an image: content is not a recognised image format")
+    except Image.DecompressionBombError:
+        w, h = _header_size(path)
+        return chk.skip(f"too large: header claims {w}x{h} px (limit {config.MAX_SIDE} px a side, "
+                        f"{config.MAX_PIXELS // 1_000_000} Mpx); not decoded")
     except Exception as e:  # noqa: BLE001 - any parser failure means "not an image"
         return chk.skip(f"not an image: header unreadable ({type(e).__name__}: {e})")
     chk.width, chk.height = im.size
@@ -136,6 +139,23 @@ def check_image(path: str | Path, keep_image: bool = True) -> ImageCheck:
     if keep_image:
         chk.image = to_8bit(im)
     return chk
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """Width and height from the header alone, by the format plugin PIL would use, without PIL's
+    process-wide decompression-bomb check (which refuses to say the size)."""
+    Image.init()
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+        for fmt in Image.ID:
+            factory, accept = Image.OPEN[fmt]
+            if accept is None or accept(prefix):
+                fp.seek(0)
+                try:
+                    return factory(fp, str(path)).size
+                except Exception:  # noqa: BLE001 - try the next plugin, as Image.open does
+                    continue
+    return 0, 0
 
 
 def _truncation_reason(data: bytes) -> str:

@@ -110,3 +110,14 @@ def test_saved_model_has_a_readable_card_with_valid_front_matter(tmp_path):
     assert "load_model(\"b.keras\")" in text
     with pytest.raises(ValueError):
         modelcard.front_matter("# no front matter")
+
+
+def test_a_card_from_a_newer_fracturelib_is_refused(tmp_path):
+    m = models.build_binary_cnn(32, 1)
+    path = models.save_model(m, tmp_path / "b.keras", {"classes": ["a", "b"], "image_size": 32, "channels": 1,
+                                                        "preprocessing": "gray"})
+    card = json.loads(models.card_path(path).read_text())
+    card["card_version"] = models.CARD_VERSION + 1
+    models.card_path(path).write_text(json.dumps(card))
+    with pytest.raises(models.ModelCardError, match="newer fracturelib"):
+        models.load_model(path)
