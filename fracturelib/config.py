@@ -31,7 +31,6 @@ FRACTURE_TYPES = (
 #: Binary task: index 1 is the positive class.
 BINARY_CLASSES = ("non-fractured", "fractured")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 # File validation limits.
 MIN_SIDE = 32                 # smaller than this carries no usable detail

@@ -30,8 +30,9 @@ def binary_metrics(y, p, threshold: float = 0.5) -> dict:
     return out
 
 
-def bootstrap(y, p, fn, n_boot: int = 1000, seed: int = 0, stratified: bool = True) -> np.ndarray:
-    """``fn(y, p) -> dict`` on ``n_boot`` resamples (stratified by class): array of dicts' values."""
+def bootstrap(y, p, fn, n_boot: int = 1000, seed: int = 0, stratified: bool = True) -> pd.DataFrame:
+    """The project's one bootstrap: ``fn(y, p) -> dict`` on ``n_boot`` resamples, stratified by
+    class (each class keeps its count) and seeded. Returns one row per resample."""
     y, p = np.asarray(y), np.asarray(p)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratified else [np.arange(len(y))]

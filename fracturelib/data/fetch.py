@@ -5,7 +5,6 @@ and counts the images after unpacking. Only the standard library is used for HTT
 """
 from __future__ import annotations
 
-import shutil
 import time
 import zipfile
 from http.client import IncompleteRead
@@ -110,6 +109,3 @@ def fetch_fracatlas(dest: str | Path, url: str = FRACATLAS_URL,
                          f"delete {archive} and run again.")
     return root
 
-
-def remove_partial(dest: Path) -> None:
-    shutil.rmtree(dest, ignore_errors=True)

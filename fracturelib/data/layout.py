@@ -35,7 +35,6 @@ class FileEntry:
     path: Path          # absolute
     label: str          # normalised class name ("" when unlabelled)
     split: str          # train / val / test, or "" when the layout has none
-    raw_label: str = ""
 
 
 @dataclass
