@@ -87,7 +87,7 @@ def discover(root: str | Path) -> Layout:
     if images and images.is_dir():
         sub = {normalise_class_name(d.name): d for d in _dirs(images)}
         if "fractured" in sub and "non-fractured" in sub:
-            entries = [FileEntry(f, normalise_class_name(d.name), "", d.name)
+            entries = [FileEntry(f, normalise_class_name(d.name), "")
                        for d in sub.values() for f in _files(d)]
             other = [f for f in _files(root) if images not in f.parents]
             return Layout("fracatlas", root, entries, other)
@@ -101,7 +101,7 @@ def discover(root: str | Path) -> Layout:
         entries, other = [], list(top_files)
         for d in dirs:
             for c in _dirs(d):
-                entries += [FileEntry(f, normalise_class_name(c.name), _split_name(d), c.name)
+                entries += [FileEntry(f, normalise_class_name(c.name), _split_name(d))
                             for f in _files(c)]
             other += _files(d, recursive=False)
         return Layout("split-folders", root, entries, other)
@@ -110,12 +110,12 @@ def discover(root: str | Path) -> Layout:
         entries, other = [], list(top_files)
         for d in dirs:
             for s in subdirs[d]:
-                entries += [FileEntry(f, normalise_class_name(d.name), _split_name(s), d.name)
+                entries += [FileEntry(f, normalise_class_name(d.name), _split_name(s))
                             for f in _files(s)]
             other += _files(d, recursive=False)
         return Layout("class-split", root, entries, other)
     if all(not subdirs[d] for d in dirs):
-        entries = [FileEntry(f, normalise_class_name(d.name), "", d.name)
+        entries = [FileEntry(f, normalise_class_name(d.name), "")
                    for d in dirs for f in _files(d)]
         return Layout("class-folders", root, entries, list(top_files))
     raise LayoutError(
