@@ -13,7 +13,7 @@ def _print_table(title: str, t) -> None:
 
 
 def cmd_scan(a) -> int:
-    from .data import LayoutError, build_manifest, summary
+    from .data import LayoutError, build_manifest, summary, usable
     from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
 
     try:
@@ -37,7 +37,7 @@ def cmd_scan(a) -> int:
             print(f"  {n:5d}  {reason}")
         for rel, reason in zip(skipped["relpath"], skipped["reason"]):
             print(f"  - {rel}: {reason}")
-    notes = df[(df["status"] == "ok") & (df["note"] != "")]
+    notes = usable(df)[lambda d: d["note"] != ""]
     if len(notes):
         print(f"\nused with a note: {len(notes)}")
         for rel, note in zip(notes["relpath"], notes["note"]):

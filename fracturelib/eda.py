@@ -6,6 +6,7 @@ import pandas as pd
 
 from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
 from .data.imageio import read_image
+from .data.schema import usable
 
 REGIONS = ["hand", "leg", "hip", "shoulder", "mixed"]
 VIEWS = ["frontal", "lateral", "oblique"]
@@ -13,7 +14,7 @@ VIEWS = ["frontal", "lateral", "oblique"]
 
 def counts(df: pd.DataFrame) -> pd.DataFrame:
     """Usable files per class and split, with totals and each class's share."""
-    ok = df[df["status"] == "ok"].assign(split=lambda d: d["split"].replace("", "all"))
+    ok = usable(df).assign(split=lambda d: d["split"].replace("", "all"))
     t = ok.groupby(["label", "split"]).size().unstack(fill_value=0)
     t["total"] = t.sum(axis=1)
     t["share"] = (t["total"] / t["total"].sum()).round(3)
@@ -21,7 +22,7 @@ def counts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def size_table(df: pd.DataFrame) -> pd.DataFrame:
-    ok = df[df["status"] == "ok"].copy()
+    ok = usable(df).copy()
     ok["aspect"] = ok["width"] / ok["height"]
     ok["megapixels"] = ok["width"] * ok["height"] / 1e6
     return ok.groupby("label")[["width", "height", "aspect", "megapixels"]].describe(
@@ -32,7 +33,7 @@ def intensity_stats(df: pd.DataFrame, per_class: int = 150, size: int = 128,
                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-image mean/std/dark-share on a sample of each class, and mean 64-bin histograms."""
     import cv2
-    ok = df[df["status"] == "ok"]
+    ok = usable(df)
     rows, hists = [], {}
     for label, g in ok.groupby("label"):
         g = g.sample(min(per_class, len(g)), random_state=seed)
@@ -52,7 +53,7 @@ def metadata_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """FracAtlas: body region, view and hardware against the label (empty dict elsewhere)."""
     if "hand" not in df:
         return {}
-    ok = df[df["status"] == "ok"]
+    ok = usable(df)
     out = {}
     for name, cols in (("body region", REGIONS), ("view", VIEWS)):
         out[name] = pd.DataFrame({c: ok[ok[c] == 1].groupby("label").size() for c in cols}).T.fillna(0).astype(int)
@@ -69,7 +70,7 @@ def skipped(df: pd.DataFrame) -> pd.DataFrame:
 
 def duplicate_pairs(df: pd.DataFrame, kind: str | None = None, limit: int = 8) -> list[tuple[pd.Series, pd.Series]]:
     """Up to ``limit`` (first, other) member pairs of duplicate groups, optionally of one kind."""
-    g = df[(df["dup_group"] >= 0) & (df["status"] == "ok")]
+    g = usable(df)[lambda d: d["dup_group"] >= 0]
     if kind:
         g = g[g["dup_kind"] == kind]
     pairs = []
@@ -90,7 +91,7 @@ def leakage(df: pd.DataFrame) -> dict:
 
 def verdict(df: pd.DataFrame) -> str:
     """One paragraph, computed from the numbers, of what a modeller must watch out for."""
-    ok = df[df["status"] == "ok"]
+    ok = usable(df)
     n, n_skip = len(df), int((df["status"] != "ok").sum())
     share = ok["label"].value_counts(normalize=True)
     lk = leakage(df)

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from .data.schema import usable
+
 
 def class_balance(counts: pd.DataFrame):
     cols = [c for c in counts.columns if c not in ("total", "share")]
@@ -18,7 +20,7 @@ def class_balance(counts: pd.DataFrame):
 
 
 def sizes(df: pd.DataFrame):
-    ok = df[df["status"] == "ok"].assign(aspect=lambda d: d["width"] / d["height"])
+    ok = usable(df).assign(aspect=lambda d: d["width"] / d["height"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     sns.scatterplot(data=ok, x="width", y="height", hue="label", s=12, alpha=0.6, ax=axes[0],
                     legend=False)

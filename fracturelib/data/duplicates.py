@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from .schema import usable
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -50,7 +52,7 @@ def near_pairs(df: pd.DataFrame, max_distance: int, thumbs: dict | None = None,
                min_correlation: float = 0.98, chunk: int = 2048) -> pd.DataFrame:
     """Pairs (i < j, manifest index labels) of near copies: pHash candidates, confirmed by
     thumbnail correlation when ``thumbs`` (index label -> :func:`thumbnail`) are given."""
-    ok = df[(df["status"] == "ok") & df["phash"].astype(bool)]
+    ok = usable(df)[lambda d: d["phash"].astype(bool)]
     if len(ok) < 2:
         return pd.DataFrame(columns=["i", "j", "distance", "mirrored", "correlation"])
     a, m = _bits(ok["phash"]), _bits(ok["phash_mirror"])
@@ -120,7 +122,7 @@ def assign_groups(df: pd.DataFrame, max_distance: int, thumbs: dict | None = Non
 
 
 def _groups_spanning(df: pd.DataFrame, column: str) -> pd.DataFrame:
-    g = df[(df["dup_group"] >= 0) & (df["status"] == "ok")]
+    g = usable(df)[lambda d: d["dup_group"] >= 0]
     n = g.groupby("dup_group")[column].nunique()
     return g[g["dup_group"].isin(n[n > 1].index)].sort_values(["dup_group", column])
 
@@ -137,7 +139,7 @@ def cross_label_groups(df: pd.DataFrame) -> pd.DataFrame:
 
 def leaked_test_images(df: pd.DataFrame, test: str = "test", train: str = "train") -> pd.Index:
     """Index of usable ``test`` rows that have an exact or near copy in ``train``."""
-    ok = df[(df["status"] == "ok") & (df["dup_group"] >= 0)]
+    ok = usable(df)[lambda d: d["dup_group"] >= 0]
     train_groups = set(ok.loc[ok["split"] == train, "dup_group"])
     t = ok[(ok["split"] == test) & ok["dup_group"].isin(train_groups)]
     return t.index

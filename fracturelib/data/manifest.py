@@ -16,9 +16,7 @@ from .. import config
 from . import duplicates, fracatlas
 from .imageio import check_image
 from .layout import discover
-
-COLUMNS = ["path", "relpath", "label", "split", "status", "reason", "note", "width", "height",
-           "mode", "format", "bytes", "sha256", "phash", "phash_mirror", "native"]
+from .schema import COLUMNS, usable  # noqa: F401 - usable is part of this module's API
 
 
 def _row(entry, root: Path) -> dict:
@@ -77,11 +75,6 @@ def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
     boxes = fracatlas.load_boxes(root)
     df["n_boxes"] = names.map(lambda n: len(boxes.get(n, {}).get("boxes", [])))
     return df
-
-
-def usable(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that can be fed to a model."""
-    return df[df["status"] == "ok"]
 
 
 def manifest_hash(df: pd.DataFrame) -> str:

@@ -11,6 +11,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from .. import config
+from .schema import usable
 
 
 def group_ids(df: pd.DataFrame) -> pd.Series:
@@ -36,7 +37,7 @@ def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
     a member in train or validation (both come from the original Train) get ``leak=True``.
     Otherwise all three sides are carved group-aware.
     """
-    d = df[df["status"] == "ok"].copy()
+    d = usable(df).copy()
     d["given_split"] = d["split"]
     has_split = respect_existing and (d["split"] == "test").any() and (d["split"] == "train").any()
     if has_split:
@@ -93,7 +94,6 @@ def split_from_card(manifest: pd.DataFrame, card: dict) -> pd.DataFrame:
     if have != data.get("manifest_hash"):
         raise ValueError(f"this dataset (manifest {have}) is not the one the model was trained on "
                          f"({data.get('manifest_hash')}, {data.get('root')}); pass that data_dir")
-    usable = manifest[(manifest["status"] == "ok") & manifest["label"].isin(card["classes"])]
-    usable = subset(usable, sp["subset_fraction"], sp["seed"])
-    return assign_splits(usable, sp["val_fraction"], sp["test_fraction"], seed=sp["seed"],
+    rows = subset(usable(manifest, card["classes"]), sp["subset_fraction"], sp["seed"])
+    return assign_splits(rows, sp["val_fraction"], sp["test_fraction"], seed=sp["seed"],
                          respect_existing=sp.get("respect_existing", False))
