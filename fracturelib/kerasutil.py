@@ -10,3 +10,12 @@ def layer_output(model, layer):
     if isinstance(layer, keras.Model) and layer._inbound_nodes:
         return layer._inbound_nodes[-1].output_tensors[0]
     return layer.output
+
+
+def layer_outputs(model, layer) -> list:
+    """All symbolic outputs of ``layer`` inside ``model``'s graph (a nested model may have several)."""
+    import keras
+    if isinstance(layer, keras.Model) and layer._inbound_nodes:
+        return list(layer._inbound_nodes[-1].output_tensors)
+    out = layer.output
+    return list(out) if isinstance(out, (list, tuple)) else [out]

@@ -1,0 +1,184 @@
+"""Where is the fracture? A localiser trained on the expert boxes, not a by-product of a classifier.
+
+CenterNet-style (Zhou et al. 2019, "Objects as Points"): a small feature-pyramid head on three
+scales of a registered backbone (stride 8, 16, 32 of EfficientNet-Lite) predicts a heatmap at
+stride 8 whose targets are Gaussians at the expert boxes' centres, sized by the boxes, trained
+with CenterNet's penalty-reduced focal loss. The backbone stays frozen (its three feature maps
+are computed once, which makes training cheap on a CPU); mirrored copies of the training images
+double the data. Output: a heatmap in the image's own pixel coordinates and its peak point.
+Only training images of the split are used (validation/test boxes are never seen).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+STRIDE = 8
+
+
+def tap_layers(backbone) -> list[str]:
+    """Names of the backbone's stride-8, stride-16 and stride-32 outputs (EfficientNet-Lite)."""
+    names = [layer.name for layer in backbone.layers]
+    ends = {}
+    for n in names:
+        if n.startswith("block"):
+            b = int(n[5:].split("_")[0])
+            ends[b] = n                                # the last layer of each block
+    from . import efficientnet_lite
+    lite = next((k for k in efficientnet_lite.SPECS if backbone.name.startswith(k) or k in names), None)
+    table = efficientnet_lite.stages(lite or "efficientnet_lite0")
+    last = np.cumsum([t[0] for t in table]) - 1       # last block of each stage
+    return [ends[int(last[2])], ends[int(last[4])], "top_activation"]
+
+
+def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientnet_lite0",
+          weights: str = "imagenet", width: int = 64):
+    """The localiser: ``image -> heatmap`` (stride 8, sigmoid), backbone nested and frozen.
+
+    Args:
+        image_size: square input side (a multiple of 32).
+        channels: 1 (grayscale radiographs, repeated to RGB inside) or 3.
+        backbone: an EfficientNet-Lite registry name.
+        weights: the backbone's weights (``imagenet`` offline, or ``none``).
+        width: channels of the head.
+
+    Returns:
+        (localiser model, head model that maps the three cached feature maps to the heatmap).
+    """
+    import keras
+    from keras import layers
+
+    from . import backbones
+    if image_size % 32:
+        raise ValueError(f"image_size {image_size}: use a multiple of 32")
+    base = backbones.build_backbone(backbone, weights, input_shape=(image_size, image_size, 3))
+    taps = keras.Model(base.inputs, [base.get_layer(n).output for n in tap_layers(base)], name="backbone")
+    taps.trainable = False
+    s8, s16, s32 = (o.shape[1:] for o in taps.outputs)
+    i8, i16, i32 = keras.Input(s8, name="s8"), keras.Input(s16, name="s16"), keras.Input(s32, name="s32")
+    conv = lambda n, k=1, act=None: layers.Conv2D(width, k, padding="same", activation=act, name=n)  # noqa: E731
+    up = lambda n: layers.UpSampling2D(2, interpolation="bilinear", name=n)  # noqa: E731
+    x = conv("lat32")(i32)
+    x = layers.Add(name="merge16")([up("up16")(x), conv("lat16")(i16)])
+    x = conv("smooth16", 3, "relu")(x)
+    x = layers.Add(name="merge8")([up("up8")(x), conv("lat8")(i8)])
+    x = conv("smooth8", 3, "relu")(x)
+    prior = -math.log((1 - 0.05) / 0.05)                 # start at 5% everywhere (CenterNet's trick)
+    out = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap",
+                        bias_initializer=keras.initializers.Constant(prior))(x)
+    head = keras.Model([i8, i16, i32], out, name="head")
+    inp = keras.Input((image_size, image_size, channels), name="image")
+    feats = taps(backbones.preprocess_layer(backbone, name="preprocess")(inp), training=False)
+    return keras.Model(inp, head(feats), name="fracture_localiser"), head
+
+
+def focal_loss(y_true, y_pred):
+    """CenterNet's penalty-reduced pixel-wise focal loss (alpha 2, beta 4), per positive."""
+    from keras import ops
+    p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
+    pos = ops.cast(y_true >= 0.999, p.dtype)
+    pos_loss = ops.log(p) * ops.square(1 - p) * pos
+    neg_loss = ops.log(1 - p) * ops.square(p) * ops.power(1 - y_true, 4) * (1 - pos)
+    n = ops.maximum(ops.sum(pos), 1.0)
+    return -(ops.sum(pos_loss) + ops.sum(neg_loss)) / n
+
+
+def targets(boxes_per_image, sizes, image_size: int) -> np.ndarray:
+    """Stride-8 Gaussian heatmaps (N x S/8 x S/8 x 1) from COCO boxes [x, y, w, h] in each image's
+    own pixels (``sizes``: (width, height)), placed where ``resize_with_pad`` puts the image."""
+    from .explain.gradcam import letterbox
+    g = image_size // STRIDE
+    yy, xx = np.mgrid[0:g, 0:g]
+    out = np.zeros((len(sizes), g, g, 1), np.float32)
+    for i, (boxes, (w, h)) in enumerate(zip(boxes_per_image, sizes)):
+        left, top, rw, _ = letterbox(int(w), int(h), image_size)
+        f = rw / w / STRIDE
+        for x, y, bw, bh in boxes:
+            cx = min(g - 1, int((left / STRIDE) + (x + bw / 2) * f))
+            cy = min(g - 1, int((top / STRIDE) + (y + bh / 2) * f))
+            sx, sy = max(0.75, bw * f / 6), max(0.75, bh * f / 6)
+            gauss = np.exp(-((xx - cx) ** 2 / (2 * sx * sx) + (yy - cy) ** 2 / (2 * sy * sy)))
+            out[i, :, :, 0] = np.maximum(out[i, :, :, 0], gauss)
+    return out
+
+
+@dataclass
+class TrainResult:
+    epochs: int
+    best_val_loss: float
+    seconds: float
+    train_images: int
+
+
+def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, val_images: np.ndarray,
+          val_targets: np.ndarray, epochs: int = 60, batch_size: int = 16, learning_rate: float = 2e-3,
+          patience: int = 10, seed: int = 0) -> TrainResult:
+    """Train the head on cached frozen features of the images and their mirror images, early
+    stopping on the validation focal loss (best weights restored)."""
+    import time
+
+    import keras
+    from .kerasutil import layer_outputs
+    feats = keras.Model(localiser.inputs, layer_outputs(localiser, localiser.get_layer("backbone")))
+    t = time.perf_counter()
+    f_tr = [np.asarray(a) for a in feats.predict(train_images, batch_size=batch_size, verbose=0)]
+    f_mi = [np.asarray(a) for a in feats.predict(train_images[:, :, ::-1], batch_size=batch_size, verbose=0)]
+    f_va = [np.asarray(a) for a in feats.predict(val_images, batch_size=batch_size, verbose=0)]
+    x_tr = [np.concatenate([a, b]) for a, b in zip(f_tr, f_mi)]
+    y_tr = np.concatenate([train_targets, train_targets[:, :, ::-1]])
+    keras.utils.set_random_seed(seed)
+    head.compile(keras.optimizers.Adam(learning_rate), focal_loss)
+    h = head.fit(x_tr, y_tr, validation_data=(f_va, val_targets), epochs=epochs, batch_size=batch_size,
+                 verbose=0, shuffle=True,
+                 callbacks=[keras.callbacks.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)])
+    return TrainResult(len(h.history["loss"]), float(min(h.history["val_loss"])), time.perf_counter() - t,
+                       len(train_images))
+
+
+def heatmaps(localiser, images: np.ndarray, sizes, batch_size: int = 16) -> list[np.ndarray]:
+    """Heatmaps in each image's own pixel coordinates (``sizes``: (width, height))."""
+    from .explain.gradcam import heatmap_to_image
+    size = localiser.input_shape[1]
+    raw = localiser.predict(images, batch_size=batch_size, verbose=0)[..., 0]
+    return [heatmap_to_image(r, int(w), int(h), size) for r, (w, h) in zip(raw, sizes)]
+
+
+def peak(heat: np.ndarray) -> tuple[int, int]:
+    """(x, y) of a heatmap's maximum, pixels of the image, origin top-left."""
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return int(x), int(y)
+
+
+def boxes_of(rows, boxes: dict) -> list[list]:
+    """The expert boxes of each row's file (``data.fracatlas.load_boxes``), [] where none."""
+    return [boxes.get(rel.rsplit("/", 1)[-1], {"boxes": []})["boxes"] for rel in rows["relpath"]]
+
+
+def fit_on_split(split_rows, boxes: dict, image_size: int = 320, channels: int = 1, epochs: int = 60,
+                 backbone: str = "efficientnet_lite0", weights: str = "imagenet", seed: int = 0):
+    """Build and train a localiser on the fractured *training* images of a split that have boxes,
+    early-stopping on the validation ones (test boxes are never read here).
+
+    Args:
+        split_rows: a manifest with a ``split`` column (``splits.split_from_card``).
+        boxes: ``data.fracatlas.load_boxes(data_dir)``.
+
+    Returns:
+        (localiser, TrainResult).
+    """
+    from .data.pipeline import load_images
+    parts = {}
+    for s in ("train", "val"):
+        r = split_rows[(split_rows["split"] == s) & (split_rows["label"] == "fractured")]
+        keep = [bool(b) for b in boxes_of(r, boxes)]
+        parts[s] = r[keep]
+    if not len(parts["train"]) or not len(parts["val"]):
+        raise ValueError("no fractured training or validation images with expert boxes: is this a FracAtlas folder?")
+    data = {s: (load_images(r, image_size, channels),
+                targets(boxes_of(r, boxes), list(zip(r["width"], r["height"])), image_size))
+            for s, r in parts.items()}
+    loc, head = build(image_size, channels, backbone, weights)
+    res = train(loc, head, *data["train"], *data["val"], epochs=epochs, seed=seed)
+    return loc, res
