@@ -120,6 +120,7 @@ def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, 
     import time
 
     import keras
+
     from .kerasutil import layer_outputs
     feats = keras.Model(localiser.inputs, layer_outputs(localiser, localiser.get_layer("backbone")))
     t = time.perf_counter()
