@@ -144,3 +144,20 @@ def verdict(table: pd.DataFrame, n_images: int, tolerance: int, who: str = "the 
                "energy_in_box": f"{en['model']:.3f} vs area share {en['chance (area share)']:.3f}",
                "n_fractured_test": n_images}
     return text, figures
+
+
+def by_region(per_image: dict, rows: pd.DataFrame, regions=("hand", "leg", "hip", "shoulder"),
+              score: str = "pointing") -> pd.DataFrame:
+    """Mean ``score`` per body region (FracAtlas' dataset.csv flags) for each (model, method) of
+    ``per_image`` (scores aligned with ``rows``), with the number of images per region."""
+    present = [r for r in regions if r in rows]
+    flags = {r: rows[r].fillna(0).to_numpy(float) == 1 for r in present}
+    table = pd.DataFrame(
+        [[float(df[score].to_numpy()[flags[r]].mean()) if flags[r].any() else np.nan for r in present]
+         for df in per_image.values()],
+        index=pd.MultiIndex.from_tuples([k if isinstance(k, tuple) else (k, "") for k in per_image]),
+        columns=present)
+    counts = pd.DataFrame([[int(flags[r].sum()) for r in present]], columns=present,
+                          index=pd.MultiIndex.from_tuples([("images", "")]))
+    table = pd.concat([table, counts])
+    return table

@@ -32,3 +32,13 @@ def test_menu_lists_existing_models_with_the_preferred_binary_model_first(tmp_pa
         paths.append(str(tmp_path / f"{name}.keras"))
     menu = widget.choices(paths + [str(tmp_path / "missing.keras")], str(tmp_path / "types.keras"))
     assert list(menu.values()) == [paths[1], paths[0]]
+
+
+def test_pointing_game_by_body_region():
+    rows = pd.DataFrame({"hand": [1, 0, 1, 0], "leg": [0, 1, 0, 0], "hip": [0, 0, 0, 1], "shoulder": 0})
+    per_image = {("cnn", "gradcam"): pd.DataFrame({"pointing": [1.0, 0.0, 0.0, 1.0]}),
+                 ("localiser", "heatmap"): pd.DataFrame({"pointing": [1.0, 1.0, 1.0, 1.0]})}
+    t = localisation.by_region(per_image, rows)
+    assert t.loc[("cnn", "gradcam"), "hand"] == 0.5 and t.loc[("cnn", "gradcam"), "leg"] == 0.0
+    assert t.loc[("localiser", "heatmap")].iloc[:3].tolist() == [1.0, 1.0, 1.0]
+    assert t.loc[("images", ""), ["hand", "leg", "hip", "shoulder"]].tolist() == [2, 1, 1, 0]
