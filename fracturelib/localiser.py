@@ -142,7 +142,8 @@ def heatmaps(localiser, images: np.ndarray, sizes, batch_size: int = 16) -> list
     """Heatmaps in each image's own pixel coordinates (``sizes``: (width, height))."""
     from .explain.gradcam import heatmap_to_image
     size = localiser.input_shape[1]
-    raw = localiser.predict(images, batch_size=batch_size, verbose=0)[..., 0]
+    raw = (np.asarray(localiser.predict_on_batch(images)) if len(images) <= batch_size     # one image: no
+           else localiser.predict(images, batch_size=batch_size, verbose=0))[..., 0]      # predict() overhead
     return [heatmap_to_image(r, int(w), int(h), size) for r, (w, h) in zip(raw, sizes)]
 
 

@@ -26,6 +26,7 @@ def info_card(label: str) -> dict | None:
     return None if card is None else {**card, "note": NOT_ADVICE}
 
 
+LOCALISER_FILE = "localiser.keras"
 BINARY_MODELS = ("binary_transfer.keras", "binary_cnn.keras")
 
 
@@ -57,11 +58,15 @@ def prepare(path: str | Path, card: dict) -> tuple[np.ndarray, np.ndarray]:
 class Predictor:
     """A loaded model with its card; call :meth:`predict` per image (warm after the first)."""
 
-    def __init__(self, model_path: str | Path | None = None):
+    def __init__(self, model_path: str | Path | None = None, localiser_path: str | Path | None = None):
+        """``localiser_path``: the box-trained localiser (notebook 04); default ``localiser.keras``
+        beside the model when present. Without one, "where" is answered by the Grad-CAM peak."""
         from .models import load_model
         self.path = Path(model_path or default_model())
         self.model, self.card = load_model(self.path)
         self.classes = list(self.card["classes"])
+        loc = Path(localiser_path) if localiser_path else self.path.parent / LOCALISER_FILE
+        self.localiser, self.localiser_card = load_model(loc) if loc.exists() else (None, None)
 
     def predict(self, image_path: str | Path, gradcam_dir: str | Path | None = None,
                 top: int = 3) -> dict:
@@ -91,11 +96,19 @@ class Predictor:
             result["threshold"] = thr
         h, w = img.shape[:2]
         heat = heatmap_to_image(cams[0], w, h, int(self.card["image_size"]))
+        where, method = heat, "gradcam"
+        if self.localiser is not None:
+            from .localiser import heatmaps
+            lx, _ = prepare(image_path, self.localiser_card)
+            where, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
+        from .localiser import peak
+        result["fracture_point"] = list(peak(where))
+        result["localisation"] = method
         out_dir = Path(gradcam_dir) if gradcam_dir else Path.cwd()
         out_dir.mkdir(parents=True, exist_ok=True)
         ov = out_dir / f"{Path(image_path).stem}_gradcam.png"
         from PIL import Image
-        Image.fromarray(overlay(img, heat)).save(ov)
+        Image.fromarray(mark_point(overlay(img, where), result["fracture_point"])).save(ov)
         result["gradcam"] = str(ov)
         card = info_card(label)
         if card:
@@ -104,12 +117,26 @@ class Predictor:
         return result
 
 
+def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
+    """A ring and a cross at ``point`` (x, y), sized to the image, so the answer to "where" is seen."""
+    import cv2
+    out = np.ascontiguousarray(rgb).copy()
+    r = max(6, min(out.shape[:2]) // 25)
+    x, y = int(point[0]), int(point[1])
+    cv2.circle(out, (x, y), r, colour, max(1, r // 4))
+    cv2.drawMarker(out, (x, y), colour, cv2.MARKER_CROSS, r, max(1, r // 6))
+    return out
+
+
 def format_result(r: dict) -> str:
     lines = [f"{Path(r['image']).name}: {r['class']} (confidence {r['confidence']:.2f})"]
     if "threshold" in r:
         lines[0] += f", decision threshold {r['threshold']:.3f}"
     lines.append("top: " + ", ".join(f"{t['class']} {t['probability']:.2f}" for t in r["top"]))
-    lines.append(f"Grad-CAM overlay: {r['gradcam']}")
+    if "fracture_point" in r:
+        lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px ({r['localisation']})")
+    kind = "Grad-CAM" if r.get("localisation", "gradcam") == "gradcam" else "localiser"
+    lines.append(f"{kind} overlay: {r['gradcam']}")
     if "info" in r:
         lines.append("")
         for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"):

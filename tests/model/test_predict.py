@@ -120,3 +120,32 @@ def test_default_model_is_the_one_whose_card_says_preferred(tmp_path):
     (tmp_path / "binary_transfer.json").write_text(json.dumps({"preferred": True}))
     (tmp_path / "binary_cnn.json").write_text(json.dumps({"preferred": False}))
     assert default_model(tmp_path) == tmp_path / "binary_transfer.keras"
+
+
+def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from fracturelib import localiser
+    from fracturelib.predict import Predictor
+    fa, _ = _real_images()
+    w, h = Image.open(fa).size
+    # without a localiser beside the model: the Grad-CAM peak, inside the image
+    assert main(["predict", str(fa), "--model", str(binary_model), "--json", "--gradcam-dir", str(tmp_path)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    r = r[0] if isinstance(r, list) else r
+    assert r["localisation"] == "gradcam" and 0 <= r["fracture_point"][0] < w and 0 <= r["fracture_point"][1] < h
+    # with one: its heatmap's peak, in the original image's pixels
+    loc, _ = localiser.build(64, 1, weights="none", width=8)
+    last = loc.get_layer("head").get_layer("heatmap")
+    k, b = last.get_weights()
+    last.set_weights([np.zeros_like(k), b])                   # a flat map but for one hot cell
+    path = models.save_model(loc, tmp_path / "loc.keras", {"classes": ["fracture"], "image_size": 64, "channels": 1,
+                                                             "preprocessing": "test"})
+    p = Predictor(binary_model, localiser_path=path)
+    raw = p.localiser.predict_on_batch(np.zeros((1, 64, 64, 1), "float32"))
+    assert raw.shape == (1, 8, 8, 1)
+    r = p.predict(fa, gradcam_dir=tmp_path)
+    assert r["localisation"].startswith("localiser") and len(r["fracture_point"]) == 2
+    assert 0 <= r["fracture_point"][0] < w and 0 <= r["fracture_point"][1] < h
+    assert Image.open(r["gradcam"]).size == (w, h)
