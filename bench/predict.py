@@ -60,7 +60,8 @@ def main() -> None:
     batch_rate = len(rows) / (time.perf_counter() - t)
     print(f"model: {path} ({p.card['image_size']} px, {p.card['channels']} ch)")
     print(f"localiser: {loc_path} ({p.localiser_card['image_size']} px)")
-    print(f"predict + Grad-CAM + localiser + overlay, one image (warm): median {1000 * statistics.median(times):.0f} ms, "
+    print("predict + Grad-CAM + localiser + overlay, one image (warm): "
+          f"median {1000 * statistics.median(times):.0f} ms, "
           f"p90 {1000 * float(np.quantile(times, 0.9)):.0f} ms over {len(times)} images (target <= 250 ms)")
     print(f"Grad-CAM in batch (decode, predict, heatmaps, resize to image): {batch_rate:.1f} images/s")
 
