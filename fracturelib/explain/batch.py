@@ -13,10 +13,15 @@ from .localisation import region_mask
 
 def heatmaps(model, card: dict, rows: pd.DataFrame, method: str = "gradcam",
              class_index: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Heatmaps resized to each row's image (width x height), and the model outputs."""
+    """Heatmaps resized to each row's image (width x height), and the model outputs.
+    ``method``: a gradient CAM (``gradcam.CAM_METHODS``) or ``scorecam``."""
     size, channels = int(card["image_size"]), int(card["channels"])
     x = load_images(rows, size, channels)
-    cams, out = gradcam(model, x, class_index=class_index, method=method)
+    if method == "scorecam":
+        from .scorecam import scorecam
+        cams, out = scorecam(model, x, class_index=class_index)
+    else:
+        cams, out = gradcam(model, x, class_index=class_index, method=method)
     heats = [heatmap_to_image(c, int(w), int(h), size) for c, w, h in zip(cams, rows["width"], rows["height"])]
     return heats, out
 

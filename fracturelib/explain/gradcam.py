@@ -60,17 +60,57 @@ def _gradient_step(model, target):
     return step
 
 
+def _gradcam_map(fmap, grads):
+    """Grad-CAM (Selvaraju et al. 2017): channels weighted by their spatially averaged gradient."""
+    import tensorflow as tf
+    return tf.einsum("bhwk,bk->bhw", fmap, tf.reduce_mean(grads, axis=(1, 2)))
+
+
+def _gradcampp_map(fmap, grads):
+    """Grad-CAM++ (Chattopadhay et al. 2018), closed form with first-order gradients."""
+    import tensorflow as tf
+    g2, g3 = grads ** 2, grads ** 3
+    denom = 2.0 * g2 + tf.reduce_sum(fmap, axis=(1, 2), keepdims=True) * g3
+    alpha = g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom))
+    return tf.einsum("bhwk,bk->bhw", fmap, tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2)))
+
+
+def _hirescam_map(fmap, grads):
+    """HiResCAM (Draelos & Carin 2020): gradient times activation at each position, summed over
+    channels; provably shows the locations the score depends on (no spatial averaging)."""
+    import tensorflow as tf
+    return tf.reduce_sum(grads * fmap, axis=-1)
+
+
+def _layercam_map(fmap, grads):
+    """LayerCAM (Jiang et al. 2021): activations weighted by their positive gradients, position by
+    position; meaningful on earlier, finer layers too (``layer=``)."""
+    import tensorflow as tf
+    return tf.reduce_sum(tf.nn.relu(grads) * fmap, axis=-1)
+
+
+#: method name -> how one batch's feature maps and gradients become a heatmap (before ReLU).
+CAM_METHODS = {"gradcam": _gradcam_map, "gradcam++": _gradcampp_map, "hirescam": _hirescam_map,
+               "layercam": _layercam_map}
+
+
 def gradcam(model, images, class_index: int | None = None, layer: str | None = None,
             method: str = "gradcam", batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps (N, h, w) in [0, 1] at the feature map's resolution, and the model's outputs.
 
-    ``class_index``: class explained; default the predicted class (for a one-unit sigmoid output,
-    1 = positive, 0 = negative). ``method``: "gradcam" or "gradcam++".
+    Args:
+        model: any model of this project (nested backbones too).
+        images: N x S x S x C, raw pixels.
+        class_index: class explained; default the predicted class (for a one-unit sigmoid output,
+            1 = positive, 0 = negative).
+        layer: the feature map explained (default: the last convolutional one).
+        method: a key of :data:`CAM_METHODS` (gradcam, gradcam++, hirescam, layercam); Score-CAM,
+            which needs no gradients, is :func:`fracturelib.explain.scorecam.scorecam`.
     """
     import tensorflow as tf
 
-    if method not in ("gradcam", "gradcam++"):
-        raise ValueError(f"method must be 'gradcam' or 'gradcam++', not {method!r}")
+    if method not in CAM_METHODS:
+        raise ValueError(f"method must be one of {', '.join(CAM_METHODS)}, not {method!r}")
     target = find_target_layer(model, layer)
     step = _gradient_step(model, target)
     cams, outs = [], []
@@ -78,14 +118,7 @@ def gradcam(model, images, class_index: int | None = None, layer: str | None = N
     cls = tf.constant(-1 if class_index is None else int(class_index), tf.int32)
     for s in range(0, len(images), batch_size):
         fmap, pred, grads = step(tf.convert_to_tensor(images[s:s + batch_size]), cls)
-        if method == "gradcam":
-            weights = tf.reduce_mean(grads, axis=(1, 2))
-        else:   # Grad-CAM++ (Chattopadhay et al. 2018), closed form with first-order gradients
-            g2, g3 = grads ** 2, grads ** 3
-            denom = 2.0 * g2 + tf.reduce_sum(fmap, axis=(1, 2), keepdims=True) * g3
-            alpha = g2 / tf.where(denom != 0.0, denom, tf.ones_like(denom))
-            weights = tf.reduce_sum(alpha * tf.nn.relu(grads), axis=(1, 2))
-        cam = tf.nn.relu(tf.einsum("bhwk,bk->bhw", fmap, weights)).numpy()
+        cam = tf.nn.relu(CAM_METHODS[method](fmap, grads)).numpy()
         peak = cam.reshape(len(cam), -1).max(axis=1)
         cams.append(cam / np.where(peak > 0, peak, 1.0)[:, None, None])
         outs.append(pred.numpy())
