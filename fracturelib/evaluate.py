@@ -53,6 +53,15 @@ def with_ci(y, p, fn, n_boot: int = 1000, seed: int = 0, level: float = 0.95) ->
                          "ci_high": [boot[k].quantile(1 - a) for k in point]}).set_index("metric")
 
 
+def mean_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """CI of a mean over images (per-image scores), with the same bootstrap helper."""
+    v = np.asarray(values, float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    t = with_ci(np.zeros(len(v)), v, lambda _y, x: {"mean": float(np.mean(x))}, n_boot, seed, level)
+    return float(t.loc["mean", "ci_low"]), float(t.loc["mean", "ci_high"])
+
+
 def binary_report(y, p, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return with_ci(y, p, lambda a, b: binary_metrics(a, b, threshold), n_boot, seed)
 

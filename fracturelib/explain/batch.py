@@ -40,3 +40,15 @@ def expert_masks(rows: pd.DataFrame, boxes: dict, use: str = "boxes") -> list[np
 
 def gray_images(rows: pd.DataFrame) -> list[np.ndarray]:
     return [read_image(p, channels=1)[..., 0] for p in rows["path"]]
+
+
+def cams_at_input(model, images: np.ndarray, method: str = "gradcam", class_index: int | None = None) -> np.ndarray:
+    """Heatmaps of ``method`` (a gradient CAM or ``scorecam``) at the model's input resolution
+    (N, S, S), as the faithfulness curves need them."""
+    from .faithfulness import to_input
+    if method == "scorecam":
+        from .scorecam import scorecam
+        cams, _ = scorecam(model, images, class_index=class_index)
+    else:
+        cams, _ = gradcam(model, images, class_index=class_index, method=method)
+    return to_input(cams, images.shape[1])

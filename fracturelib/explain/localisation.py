@@ -91,23 +91,15 @@ def localisation_scores(heats, masks, tolerance: int = 15, threshold: float = 0.
     return pd.DataFrame(rows)
 
 
-def _mean_ci(v: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
-    """95% CI of a mean over images, with the project's one bootstrap helper."""
-    from ..evaluate import with_ci
-    if len(v) == 0:
-        return np.nan, np.nan
-    t = with_ci(np.zeros(len(v)), np.asarray(v, float), lambda _y, x: {"mean": float(np.mean(x))}, n_boot, seed)
-    return float(t.loc["mean", "ci_low"]), float(t.loc["mean", "ci_high"])
-
-
 def summarise_localisation(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Mean of each score with a 95% bootstrap CI over images, beside its baselines."""
+    from ..evaluate import mean_ci
     chance = {"pointing": "pointing_chance", "energy": "area_share", "iou": None}
     rows = []
     for k, label in (("pointing", "pointing game (hit rate)"), ("energy", "energy in box"),
                      ("iou", "IoU (heat >= 0.5 max)")):
-        lo, hi = _mean_ci(df[k].to_numpy(), n_boot, seed)
-        rlo, rhi = _mean_ci(df[f"random_{k}"].to_numpy(), n_boot, seed)
+        lo, hi = mean_ci(df[k].to_numpy(), n_boot, seed)
+        rlo, rhi = mean_ci(df[f"random_{k}"].to_numpy(), n_boot, seed)
         rows.append({"score": label, "model": df[k].mean(), "ci_low": lo, "ci_high": hi,
                      "random heatmap": df[f"random_{k}"].mean(), "random ci_low": rlo, "random ci_high": rhi,
                      "chance (area share)": df[chance[k]].mean() if chance[k] else np.nan})
