@@ -27,6 +27,7 @@ def info_card(label: str) -> dict | None:
 
 
 LOCALISER_FILE = "localiser.keras"
+OOD_FILE = "ood.npz"
 BINARY_MODELS = ("binary_transfer.keras", "binary_cnn.keras")
 
 
@@ -67,6 +68,24 @@ class Predictor:
         self.classes = list(self.card["classes"])
         loc = Path(localiser_path) if localiser_path else self.path.parent / LOCALISER_FILE
         self.localiser, self.localiser_card = load_model(loc) if loc.exists() else (None, None)
+        ood_path = self.path.parent / OOD_FILE
+        self.ood = None
+        if self.card.get("task") == "binary" and ood_path.exists():     # fitted on radiographs by notebook 02
+            from . import ood
+            self.ood = ood.Detector.load(ood_path)
+            self.ood_features = ood.feature_model(1, self.ood.image_size)
+
+    def _radiograph_check(self, image_path) -> dict:
+        """``in_distribution`` and, for inputs that do not look like radiographs, a warning and no
+        fracture answer (class and confidence set to None)."""
+        from .data.pipeline import pad_resize
+        g = pad_resize(read_image(image_path, channels=1), self.ood.image_size).numpy()[None]
+        ok = bool(self.ood.in_distribution(self.ood_features.predict_on_batch(g), g)[0])
+        if ok:
+            return {"in_distribution": True}
+        return {"in_distribution": False, "class": None, "confidence": None, "top": [],
+                "warning": "this image does not look like the radiographs the model was trained on "
+                           "(blank, a photo, or another kind of image): no fracture answer is given"}
 
     def predict(self, image_path: str | Path, gradcam_dir: str | Path | None = None,
                 top: int = 3) -> dict:
@@ -94,6 +113,8 @@ class Predictor:
                   "top": [{"class": self.classes[i], "probability": float(probs[i])} for i in order]}
         if thr is not None:
             result["threshold"] = thr
+        if self.ood is not None:
+            result.update(self._radiograph_check(image_path))
         h, w = img.shape[:2]
         heat = heatmap_to_image(cams[0], w, h, int(self.card["image_size"]))
         where, method = heat, "gradcam"
@@ -129,10 +150,14 @@ def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
 
 
 def format_result(r: dict) -> str:
-    lines = [f"{Path(r['image']).name}: {r['class']} (confidence {r['confidence']:.2f})"]
+    if r.get("in_distribution") is False:
+        lines = [f"{Path(r['image']).name}: not assessed. Warning: {r['warning']}"]
+    else:
+        lines = [f"{Path(r['image']).name}: {r['class']} (confidence {r['confidence']:.2f})"]
     if "threshold" in r:
         lines[0] += f", decision threshold {r['threshold']:.3f}"
-    lines.append("top: " + ", ".join(f"{t['class']} {t['probability']:.2f}" for t in r["top"]))
+    if r["top"]:
+        lines.append("top: " + ", ".join(f"{t['class']} {t['probability']:.2f}" for t in r["top"]))
     if "fracture_point" in r:
         lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px ({r['localisation']})")
     kind = "Grad-CAM" if r.get("localisation", "gradcam") == "gradcam" else "localiser"

@@ -149,3 +149,26 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     assert r["localisation"].startswith("localiser") and len(r["fracture_point"]) == 2
     assert 0 <= r["fracture_point"][0] < w and 0 <= r["fracture_point"][1] < h
     assert Image.open(r["gradcam"]).size == (w, h)
+
+
+@pytest.mark.slow
+def test_predict_flags_a_photo_as_not_a_radiograph_and_gives_no_answer(tmp_path, capsys):
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+
+    from fracturelib import ood
+    from fracturelib.data import build_manifest, usable
+    from fracturelib.data.pipeline import load_images
+    m = models.build_binary_cnn(64, 1)
+    path = models.save_model(m, tmp_path / "bin.keras", {"task": "binary", "classes": list(config.BINARY_CLASSES),
+                                                          "image_size": 64, "channels": 1, "preprocessing": "test"})
+    rows = usable(build_manifest(config.DEFAULT_FRACATLAS)).head(240)
+    feats = ood.feature_model(1).predict(load_images(rows, ood.SIZE, 1), verbose=0)
+    ood.fit(feats[:200], feats[200:]).save(tmp_path / "ood.npz")
+    Image.fromarray(load_sample_image("china.jpg")).save(tmp_path / "china.jpg")
+    radiograph = rows["path"].iloc[0]
+    assert main(["predict", str(tmp_path / "china.jpg"), radiograph, "--model", str(path), "--json",
+                 "--gradcam-dir", str(tmp_path)]) == 0
+    photo, xray = json.loads(capsys.readouterr().out)
+    assert photo["in_distribution"] is False and photo["class"] is None and "warning" in photo
+    assert xray["in_distribution"] is True and xray["class"] in config.BINARY_CLASSES

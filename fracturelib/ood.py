@@ -1,0 +1,90 @@
+"""Is this a radiograph at all? A Mahalanobis-distance detector on frozen ImageNet features.
+
+Why: a classifier trained on radiographs answers *something* for any input, and random noise or
+a holiday photo can come out "fractured" with confidence 1.00. Following Lee et al. (2018), the
+pooled EfficientNet-Lite0 ImageNet features of the training radiographs are modelled as one
+Gaussian (mean and a Ledoit-Wolf shrunk covariance, scikit-learn); an input whose distance lies
+beyond the ``quantile`` of the training images' own distances is flagged as out of distribution.
+The detector is independent of the classifier, so it serves the CNN and the transfer models alike.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+BACKBONE = "efficientnet_lite0"
+SIZE = 224
+
+
+def feature_model(channels: int = 1, size: int = SIZE):
+    """Image (size x size x channels, [0, 255]) -> pooled ImageNet features (1280): the same
+    features as a frozen EfficientNet-Lite0 transfer model's phase 1, which can be reused."""
+    import keras
+
+    from . import backbones
+    base = backbones.build_backbone(BACKBONE, "imagenet", input_shape=(size, size, 3))
+    inp = keras.Input((size, size, channels))
+    x = base(backbones.preprocess_layer(BACKBONE)(inp), training=False)
+    return keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x), name="ood_features")
+
+
+@dataclass
+class Detector:
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    quantile: float
+    n_train: int
+    image_size: int = SIZE
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        d = np.atleast_2d(features) - self.mean
+        return np.sqrt(np.einsum("ij,jk,ik->i", d, self.precision, d))
+
+    def in_distribution(self, features: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+        """True where the features lie within the threshold and, when ``images`` are given, the
+        image is not blank (a uniform image has features near a radiograph's dark background)."""
+        ok = self.distance(features) <= self.threshold
+        if images is not None:
+            ok &= ~is_blank(images)
+        return ok
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, mean=self.mean, precision=self.precision)
+        path.with_suffix(".json").write_text(json.dumps(
+            {"threshold": self.threshold, "quantile": self.quantile, "n_train": self.n_train,
+             "backbone": BACKBONE, "image_size": self.image_size,
+             "what": "Mahalanobis OOD detector on pooled features"}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Detector:
+        path = Path(path)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        with np.load(path) as z:
+            return cls(z["mean"], z["precision"], float(meta["threshold"]), float(meta["quantile"]),
+                       int(meta["n_train"]), int(meta.get("image_size", SIZE)))
+
+
+def is_blank(images: np.ndarray, min_std: float = 2.0) -> np.ndarray:
+    """Images with (almost) no contrast: standard deviation of the pixels below ``min_std``."""
+    x = np.asarray(images, np.float32)
+    return x.reshape(len(x), -1).std(axis=1) < min_std
+
+
+def fit(features: np.ndarray, calibration: np.ndarray | None = None, quantile: float = 0.99,
+        image_size: int = SIZE) -> Detector:
+    """Fit the Gaussian on the training radiographs' features; the threshold is the ``quantile``
+    of the distances of held-out radiographs (``calibration``, e.g. the validation images: in-sample
+    distances are optimistic in 1280 dimensions), or of the training images when none are given."""
+    from sklearn.covariance import LedoitWolf
+    lw = LedoitWolf().fit(features)
+    det = Detector(lw.location_, lw.precision_, 0.0, quantile, len(features), image_size)
+    ref = features if calibration is None else calibration
+    det.threshold = float(np.quantile(det.distance(ref), quantile))
+    return det
