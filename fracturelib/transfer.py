@@ -53,12 +53,13 @@ def backbone_of(model) -> str:
 
 
 def head_model(model):
-    """The part after the backbone as its own model (pool -> dropout -> dense), so phase 1 can
-    train on cached backbone features."""
+    """The part after the global pooling as its own model (dropout -> dense, the same layers), so
+    phase 1 trains on cached, already pooled backbone features: the pooling is a mean, so this is
+    the same computation, about 50x cheaper than carrying 7x7 maps through every epoch."""
     import keras
-    inp = keras.Input(layer_output(model, model.get_layer("backbone")).shape[1:])
+    inp = keras.Input(layer_output(model, model.get_layer("pool")).shape[1:])
     x = inp
-    for name in ("pool", "dropout", "classes"):
+    for name in ("dropout", "classes"):
         x = model.get_layer(name)(x)
     return keras.Model(inp, x, name="head")
 
@@ -137,13 +138,13 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     feats = features_model(model)
     t = time.perf_counter()
     tr_images = make_dataset(train_rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
-    f_tr = feats.predict(tr_images, verbose=0)
+    f_tr = feats.predict(tr_images, verbose=0).mean(axis=(1, 2))
     f_va = feats.predict(make_dataset(val_rows, classes, image_size, channels, batch_size,
-                                      with_labels=False, cache=False), verbose=0)
+                                      with_labels=False, cache=False), verbose=0).mean(axis=(1, 2))
     t_feat = time.perf_counter() - t
-    pooled = {"train": f_tr.mean(axis=(1, 2)), "val": f_va.mean(axis=(1, 2))}
+    pooled = {"train": f_tr, "val": f_va}
     if flip_features:    # mirrored copies of the training images: a label-preserving augmentation
-        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(mirror), verbose=0)])
+        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(mirror), verbose=0).mean(axis=(1, 2))])
         y_tr = np.concatenate([y_tr, y_tr])
     head = head_model(model)
     head.compile(keras.optimizers.Adam(lr_head), loss, metrics=metrics)
