@@ -94,6 +94,22 @@ def cmd_predict(a) -> int:
     return 0
 
 
+def cmd_run(a) -> int:
+    import yaml
+
+    from .runner import run_all
+    extra = {}
+    for kv in a.param:
+        k, _, v = kv.partition("=")
+        extra[k] = yaml.safe_load(v)
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    results = run_all(a.profile, only, a.out, extra)
+    if not results:
+        print("no notebook matched --only")
+        return 2
+    return 0 if all(r.status == "ok" for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fracturelib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -119,11 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=cmd_predict)
-    try:
-        from . import reports
-        reports.add_cli(sub)
-    except ImportError:
-        pass
+    from . import config
+    r = sub.add_parser("run", help="execute the notebooks with papermill and write HTML reports")
+    r.add_argument("--profile", default="quick", help="quick (embedded data), full, ci, or a YAML path")
+    r.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 01,02")
+    r.add_argument("--out", default=str(config.REPORTS_DIR))
+    r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter in every notebook (YAML value)")
+    r.set_defaults(func=cmd_run)
     return p
 
 

@@ -5,8 +5,11 @@ styles are applied when a notebook asks, not when fracturelib is imported.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+
+from .profiles import PROFILE_ENV, load_profile
 
 
 def setup(namespace: dict, notebook: str, output_dir: str | Path) -> Path:
@@ -18,7 +21,6 @@ def setup(namespace: dict, notebook: str, output_dir: str | Path) -> Path:
     import pandas as pd
     import seaborn as sns
 
-    from .reports import apply_profile
     overrides = apply_profile(namespace, notebook)
     print("profile overrides:", overrides or "none")
     pd.set_option("display.max_colwidth", 90)
@@ -27,3 +29,28 @@ def setup(namespace: dict, notebook: str, output_dir: str | Path) -> Path:
     out = Path(namespace.get("output_dir", output_dir))
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def record(output_dir: str | Path, **figures) -> dict:
+    """Merge key figures (shown in the index) into ``output_dir/figures.json``."""
+    p = Path(output_dir) / "figures.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    cur = json.loads(p.read_text()) if p.exists() else {}
+    cur.update(figures)
+    p.write_text(json.dumps(cur, indent=2, default=str))
+    return cur
+
+
+def apply_profile(namespace: dict, notebook: str) -> dict:
+    """Override a notebook's parameters from the profile named in $FRACTURELIB_PROFILE (e.g. the
+    tiny ``ci`` profile nbval uses). Without the variable nothing changes. Returns the overrides."""
+    name = os.environ.get(PROFILE_ENV)
+    if not name:
+        return {}
+    over = {}
+    for run in load_profile(name):
+        if run.notebook == notebook:
+            over = dict(run.parameters)
+            break
+    namespace.update(over)
+    return over

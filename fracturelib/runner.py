@@ -1,0 +1,113 @@
+"""Run the numbered notebooks with papermill and export HTML.
+
+A failing notebook still gets its (partial) HTML with the error visible and a failed row in the
+index; the others still run. Key figures come from ``<output_dir>/figures.json``, which notebooks
+write with :func:`fracturelib.notebook.record`.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import config
+from .profiles import PROFILE_ENV, Run, load_profile
+from .report_index import write_index
+
+
+@dataclass
+class Result:
+    run: Run
+    status: str
+    seconds: float
+    html: Path
+    error: str = ""
+    figures: dict = field(default_factory=dict)
+
+
+def _to_html(ipynb: Path, out: Path) -> None:
+    import nbformat
+    from nbconvert import HTMLExporter
+    nb = nbformat.read(ipynb, as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    out.write_text(body)
+
+
+def _redirect_stderr(path: Path) -> int:
+    import sys
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    return saved
+
+
+def _restore_stderr(saved: int) -> None:
+    import sys
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
+    import papermill as pm
+
+    out_dir = Path(out_dir).resolve()
+    nb_in = (Path(run.notebook) if run.notebook.endswith(".ipynb")
+             else config.NOTEBOOKS_DIR / f"{run.notebook}.ipynb")
+    nb_out, html_out = out_dir / f"{run.name}.ipynb", out_dir / f"{run.name}.html"
+    artifacts = out_dir / "artifacts" / run.name
+    (artifacts / "figures.json").unlink(missing_ok=True)   # no stale figures from a past run
+    params = {**run.parameters, **(extra or {}), "output_dir": str(artifacts)}
+    t0 = time.perf_counter()
+    status, error = "ok", ""
+    env_before = os.environ.get(PROFILE_ENV)
+    os.environ.pop(PROFILE_ENV, None)        # the runner's own parameters win over any profile
+    log = out_dir / f"{run.name}.log"
+    saved_fd = _redirect_stderr(log)   # the kernel's own stderr (TF/absl start-up lines) -> log
+    try:
+        pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3",
+                            cwd=str(config.NOTEBOOKS_DIR), log_output=False, progress_bar=False,
+                            report_mode=False)
+    except Exception as e:  # noqa: BLE001 - papermill raises several kinds; all mean "failed"
+        status = "failed"
+        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
+    finally:
+        _restore_stderr(saved_fd)
+        if env_before is not None:
+            os.environ[PROFILE_ENV] = env_before
+    seconds = time.perf_counter() - t0
+    if nb_out.exists():
+        _to_html(nb_out, html_out)
+    else:
+        html_out.write_text(f"<h1>{html.escape(run.name)} failed before running</h1><pre>"
+                            f"{html.escape(error)}</pre>")
+    figures = {}
+    fj = artifacts / "figures.json"
+    if fj.exists():
+        figures = json.loads(fj.read_text())
+    return Result(run, status, seconds, html_out, error, figures)
+
+
+def run_all(profile: str = "quick", only: list[str] | None = None, out_dir: str | Path = "reports",
+            extra: dict | None = None, echo=None) -> list[Result]:
+    echo = echo or (lambda *a, **k: print(*a, **k))
+    runs = load_profile(profile)
+    if only:
+        runs = [r for r in runs if any(r.name.startswith(o) or r.notebook.startswith(o) for o in only)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for k, run in enumerate(runs, 1):
+        echo(f"[{k}/{len(runs)}] {run.name} ...", end=" ", flush=True)
+        r = run_one(run, out, extra)
+        results.append(r)
+        echo(f"{r.status} in {r.seconds:.0f} s" + (f"  ({r.error})" if r.error else ""))
+        write_index(results, out, profile)
+    idx = write_index(results, out, profile)
+    echo(f"index: {idx}")
+    return results
