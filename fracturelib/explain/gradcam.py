@@ -7,6 +7,7 @@ transfer models expose the backbone's 4-D feature map as one layer of the outer 
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -30,34 +31,60 @@ def find_target_layer(model, name: str | None = None):
     raise ValueError(f"{model.name}: no convolutional layer with a 4-D output; pass layer=NAME")
 
 
-def _gradient_step(model, target):
-    """A compiled (tf.function) forward + gradient step for ``target``, built once per model:
-    eager execution of a 150-layer backbone costs several times the graph's time."""
-    import keras
-    import tensorflow as tf
+class CAMEngine:
+    """One model and one explained layer: the compiled (tf.function) forward + gradient steps,
+    built once and kept here (weakly keyed by the model, so nothing is stored on the model).
+    Eager execution of a 150-layer backbone costs several times the graph's time.
 
-    cache = model.__dict__.setdefault("_fracturelib_gradcam_steps", {})
-    if target.name in cache:
-        return cache[target.name]
-    grad_model = keras.Model(model.inputs, [layer_output(model, target), model.output])
-    binary = model.output.shape[-1] == 1
+    What is explained is explicit: ``target=None`` is the predicted class (for one sigmoid unit:
+    positive when p >= 0.5), an int is that class (for one sigmoid unit: 1 = positive, 0 = negative).
+    """
 
-    @tf.function(reduce_retracing=True)
-    def step(x, cls):
-        with tf.GradientTape() as tape:
-            fmap, pred = grad_model(x, training=False)
-            if binary:
+    _engines: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def for_model(cls, model, layer: str | None = None) -> CAMEngine:
+        target = find_target_layer(model, layer)
+        per_model = cls._engines.setdefault(model, {})
+        if target.name not in per_model:
+            per_model[target.name] = cls(model, target)
+        return per_model[target.name]
+
+    def __init__(self, model, target):
+        import keras
+        import tensorflow as tf
+        self.grad_model = keras.Model(model.inputs, [layer_output(model, target), model.output])
+        self.binary = model.output.shape[-1] == 1
+
+        def score_of(pred, want):
+            if self.binary:
                 p = pred[:, 0]
-                want = tf.cond(cls < 0, lambda: p >= 0.5, lambda: tf.fill(tf.shape(p), tf.equal(cls, 1)))
-                score = tf.where(want, p, 1.0 - p)
-            else:
-                idx = tf.cond(cls < 0, lambda: tf.argmax(pred, axis=-1, output_type=tf.int32),
-                              lambda: tf.fill([tf.shape(pred)[0]], cls))
-                score = tf.gather(pred, idx, axis=1, batch_dims=1)
-        return fmap, pred, tape.gradient(score, fmap)
+                return tf.where(want, p, 1.0 - p)
+            return tf.gather(pred, want, axis=1, batch_dims=1)
 
-    cache[target.name] = step
-    return step
+        def run(x, want_fn):
+            with tf.GradientTape() as tape:
+                fmap, pred = self.grad_model(x, training=False)
+                score = score_of(pred, want_fn(pred))
+            return fmap, pred, tape.gradient(score, fmap)
+
+        def predicted(pred):
+            return pred[:, 0] >= 0.5 if self.binary else tf.argmax(pred, axis=-1, output_type=tf.int32)
+
+        def given(cls):
+            def want(pred):
+                n = tf.shape(pred)[0]
+                return tf.fill([n], tf.equal(cls, 1)) if self.binary else tf.fill([n], cls)
+            return want
+
+        self._predicted = tf.function(lambda x: run(x, predicted), reduce_retracing=True)
+        self._given = tf.function(lambda x, cls: run(x, given(cls)), reduce_retracing=True)
+
+    def step(self, x, target: int | None):
+        """(feature maps, outputs, gradients of the explained score) for one batch."""
+        import tensorflow as tf
+        x = tf.convert_to_tensor(x)
+        return self._predicted(x) if target is None else self._given(x, tf.constant(int(target), tf.int32))
 
 
 def _gradcam_map(fmap, grads):
@@ -111,13 +138,11 @@ def gradcam(model, images, class_index: int | None = None, layer: str | None = N
 
     if method not in CAM_METHODS:
         raise ValueError(f"method must be one of {', '.join(CAM_METHODS)}, not {method!r}")
-    target = find_target_layer(model, layer)
-    step = _gradient_step(model, target)
+    engine = CAMEngine.for_model(model, layer)
     cams, outs = [], []
     images = np.asarray(images, dtype="float32")
-    cls = tf.constant(-1 if class_index is None else int(class_index), tf.int32)
     for s in range(0, len(images), batch_size):
-        fmap, pred, grads = step(tf.convert_to_tensor(images[s:s + batch_size]), cls)
+        fmap, pred, grads = engine.step(images[s:s + batch_size], class_index)
         cam = tf.nn.relu(CAM_METHODS[method](fmap, grads)).numpy()
         peak = cam.reshape(len(cam), -1).max(axis=1)
         cams.append(cam / np.where(peak > 0, peak, 1.0)[:, None, None])

@@ -77,3 +77,15 @@ def test_scorecam_finds_the_region_the_score_depends_on():
         py, px = np.unravel_index(np.argmax(cam), cam.shape)
         hits += abs(py - hy) <= 2 and hx - 2 <= px <= hx + 10
     assert hits >= 7, f"Score-CAM peak on the horizontal bar in {hits} of 8 images"
+
+
+def test_the_engine_is_built_once_per_model_and_layer_and_stores_nothing_on_the_model(gap_model):
+    from fracturelib.explain.gradcam import CAMEngine
+    before = set(vars(gap_model))
+    e1, e2 = CAMEngine.for_model(gap_model), CAMEngine.for_model(gap_model, "conv")
+    assert e1 is e2 and set(vars(gap_model)) == before
+    x = np.random.default_rng(4).uniform(0, 255, (2, 24, 24, 1)).astype("float32")
+    _, pred, _ = e1.step(x, None)
+    _, _, g_pred = e1.step(x, int(np.argmax(pred[0])))
+    _, _, g_auto = e1.step(x[:1], None)
+    np.testing.assert_allclose(g_pred.numpy()[:1], g_auto.numpy(), atol=1e-6)   # predicted class == given class
