@@ -5,11 +5,9 @@ import numpy as np
 import pandas as pd
 
 from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
+from .data.fracatlas import REGIONS, VIEWS
 from .data.imageio import read_image
 from .data.schema import usable
-
-REGIONS = ["hand", "leg", "hip", "shoulder", "mixed"]
-VIEWS = ["frontal", "lateral", "oblique"]
 
 
 def counts(df: pd.DataFrame) -> pd.DataFrame:

@@ -17,8 +17,9 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-TASKS = ["fractured", "hand", "leg", "hip", "shoulder", "mixed", "frontal", "lateral", "oblique",
-         "hardware", "multiscan"]
+from fracturelib.data.fracatlas import REGIONS, VIEWS  # noqa: E402
+
+TASKS = ["fractured", *REGIONS, *VIEWS, "hardware", "multiscan"]
 
 
 def main() -> None:

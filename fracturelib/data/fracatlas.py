@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-METADATA_COLUMNS = ["hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan",
-                    "fractured", "fracture_count", "frontal", "lateral", "oblique"]
+#: body regions flagged in dataset.csv (one or more per image)
+REGIONS = ["hand", "leg", "hip", "shoulder", "mixed"]
+#: views and acquisition flags in dataset.csv
+VIEWS = ["frontal", "lateral", "oblique"]
+METADATA_COLUMNS = [*REGIONS[:4], "mixed", "hardware", "multiscan", "fractured", "fracture_count", *VIEWS]
 COCO_RELPATH = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
 
 

@@ -138,11 +138,11 @@ def verdict(table: pd.DataFrame, n_images: int, tolerance: int, who: str = "the 
     return text, figures
 
 
-def by_region(per_image: dict, rows: pd.DataFrame, regions=("hand", "leg", "hip", "shoulder"),
-              score: str = "pointing") -> pd.DataFrame:
+def by_region(per_image: dict, rows: pd.DataFrame, regions=None, score: str = "pointing") -> pd.DataFrame:
     """Mean ``score`` per body region (FracAtlas' dataset.csv flags) for each (model, method) of
     ``per_image`` (scores aligned with ``rows``), with the number of images per region."""
-    present = [r for r in regions if r in rows]
+    from ..data.fracatlas import REGIONS
+    present = [r for r in (regions or REGIONS[:4]) if r in rows]
     flags = {r: rows[r].fillna(0).to_numpy(float) == 1 for r in present}
     table = pd.DataFrame(
         [[float(df[score].to_numpy()[flags[r]].mean()) if flags[r].any() else np.nan for r in present]
