@@ -82,7 +82,7 @@ def cmd_predict(a) -> int:
     from .models import ModelCardError
     from .predict import Predictor, format_result
     try:
-        predictor = Predictor(a.model)
+        predictor = Predictor(a.model, localiser_path=a.localiser)
         results = [predictor.predict(img, a.gradcam_dir) for img in a.images]
     except (ImageError, ModelCardError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -132,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("images", nargs="+")
     pr.add_argument("--model", default=None, help="a .keras model with its .json card "
                     "(default: the binary model whose card notebook 02 marked preferred, in models/)")
+    pr.add_argument("--localiser", default=None, help="the box-trained localiser for 'where' (default: "
+                    "localiser.keras beside the model, written by notebook 04; else the Grad-CAM peak)")
     pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=cmd_predict)
