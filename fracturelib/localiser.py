@@ -45,7 +45,8 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
         width: channels of the head.
 
     Returns:
-        (localiser model, head model that maps the three cached feature maps to the heatmap).
+        (localiser model, head model that maps the three cached feature maps to the heatmap's
+        logits; the localiser applies the sigmoid).
     """
     import keras
     from keras import layers
@@ -66,21 +67,23 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     x = layers.Add(name="merge8")([up("up8")(x), conv("lat8")(i8)])
     x = conv("smooth8", 3, "relu")(x)
     prior = -math.log((1 - 0.05) / 0.05)                 # start at 5% everywhere (CenterNet's trick)
-    out = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap",
-                        bias_initializer=keras.initializers.Constant(prior))(x)
-    head = keras.Model([i8, i16, i32], out, name="head")
+    logits = layers.Conv2D(1, 1, name="heatmap_logits", bias_initializer=keras.initializers.Constant(prior))(x)
+    head = keras.Model([i8, i16, i32], logits, name="head")     # trained on logits: a stable loss
     inp = keras.Input((image_size, image_size, channels), name="image")
     feats = taps(backbones.preprocess_layer(backbone, name="preprocess")(inp), training=False)
-    return keras.Model(inp, head(feats), name="fracture_localiser"), head
+    out = layers.Activation("sigmoid", name="heatmap")(head(feats))
+    return keras.Model(inp, out, name="fracture_localiser"), head
 
 
-def focal_loss(y_true, y_pred):
-    """CenterNet's penalty-reduced pixel-wise focal loss (alpha 2, beta 4), per positive."""
+def focal_loss(y_true, logits):
+    """CenterNet's penalty-reduced pixel-wise focal loss (alpha 2, beta 4), per positive, computed
+    from logits (log-sigmoid): clipping probabilities instead kills the gradient of a saturated
+    map, and the head then never recovers."""
     from keras import ops
-    p = ops.clip(y_pred, 1e-6, 1 - 1e-6)
+    p = ops.sigmoid(logits)
     pos = ops.cast(y_true >= 0.999, p.dtype)
-    pos_loss = ops.log(p) * ops.square(1 - p) * pos
-    neg_loss = ops.log(1 - p) * ops.square(p) * ops.power(1 - y_true, 4) * (1 - pos)
+    pos_loss = ops.log_sigmoid(logits) * ops.square(1 - p) * pos
+    neg_loss = ops.log_sigmoid(-logits) * ops.square(p) * ops.power(1 - y_true, 4) * (1 - pos)
     n = ops.maximum(ops.sum(pos), 1.0)
     return -(ops.sum(pos_loss) + ops.sum(neg_loss)) / n
 
@@ -113,7 +116,7 @@ class TrainResult:
 
 
 def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, val_images: np.ndarray,
-          val_targets: np.ndarray, epochs: int = 60, batch_size: int = 16, learning_rate: float = 2e-3,
+          val_targets: np.ndarray, epochs: int = 60, batch_size: int = 16, learning_rate: float = 1e-3,
           patience: int = 10, seed: int = 0) -> TrainResult:
     """Train the head on cached frozen features of the images and their mirror images, early
     stopping on the validation focal loss (best weights restored)."""

@@ -137,7 +137,7 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     assert r["localisation"] == "gradcam" and 0 <= r["fracture_point"][0] < w and 0 <= r["fracture_point"][1] < h
     # with one: its heatmap's peak, in the original image's pixels
     loc, _ = localiser.build(64, 1, weights="none", width=8)
-    last = loc.get_layer("head").get_layer("heatmap")
+    last = loc.get_layer("head").get_layer("heatmap_logits")
     k, b = last.get_weights()
     last.set_weights([np.zeros_like(k), b])                   # a flat map but for one hot cell
     path = models.save_model(loc, tmp_path / "loc.keras", {"classes": ["fracture"], "image_size": 64, "channels": 1,
