@@ -125,11 +125,13 @@ _PREPROCESS = None
 
 
 def custom_objects() -> dict:
-    """Classes a saved transfer model needs to load (registering them with Keras once)."""
+    """What saved models of this project need to load: the preprocessing layer (registered with
+    Keras once) and the localiser's training loss (its nested head keeps its compile config)."""
     global _PREPROCESS
     if _PREPROCESS is None:
         _PREPROCESS = _register()
-    return {"fracturelib>PreprocessInput": _PREPROCESS}
+    from .localiser import focal_loss
+    return {"fracturelib>PreprocessInput": _PREPROCESS, "focal_loss": focal_loss}
 
 
 def preprocess_layer(backbone: str, **kw):

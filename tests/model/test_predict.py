@@ -140,6 +140,7 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     last = loc.get_layer("head").get_layer("heatmap_logits")
     k, b = last.get_weights()
     last.set_weights([np.zeros_like(k), b])                   # a flat map but for one hot cell
+    loc.get_layer("head").compile("adam", localiser.focal_loss)   # as after training: saved with its loss
     path = models.save_model(loc, tmp_path / "loc.keras", {"classes": ["fracture"], "image_size": 64, "channels": 1,
                                                              "preprocessing": "test"})
     p = Predictor(binary_model, localiser_path=path)
