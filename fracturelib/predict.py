@@ -129,7 +129,8 @@ class Predictor:
         out_dir.mkdir(parents=True, exist_ok=True)
         ov = out_dir / f"{Path(image_path).stem}_gradcam.png"
         from PIL import Image
-        Image.fromarray(mark_point(overlay(img, where), result["fracture_point"])).save(ov)
+        shown = where / where.max() if where.max() > 0 else where          # the localiser's map is a probability
+        Image.fromarray(mark_point(overlay(img, shown), result["fracture_point"])).save(ov)
         result["gradcam"] = str(ov)
         card = info_card(label)
         if card:
