@@ -18,18 +18,15 @@ import numpy as np
 STRIDE = 8
 
 
-def tap_layers(backbone) -> list[str]:
-    """Names of the backbone's stride-8, stride-16 and stride-32 outputs (EfficientNet-Lite)."""
-    names = [layer.name for layer in backbone.layers]
-    ends = {}
-    for n in names:
-        if n.startswith("block"):
-            b = int(n[5:].split("_")[0])
-            ends[b] = n                                # the last layer of each block
+def tap_layers(backbone, name: str = "efficientnet_lite0") -> list[str]:
+    """Names of the stride-8, stride-16 and stride-32 outputs of an EfficientNet-Lite ``backbone``
+    (registry ``name``): the last layer of stages 2 and 4, and the head's activation."""
     from . import efficientnet_lite
-    lite = next((k for k in efficientnet_lite.SPECS if backbone.name.startswith(k) or k in names), None)
-    table = efficientnet_lite.stages(lite or "efficientnet_lite0")
-    last = np.cumsum([t[0] for t in table]) - 1       # last block of each stage
+    ends = {}
+    for layer in backbone.layers:
+        if layer.name.startswith("block"):
+            ends[int(layer.name[5:].split("_")[0])] = layer.name   # the last layer of each block
+    last = np.cumsum([t[0] for t in efficientnet_lite.stages(name)]) - 1
     return [ends[int(last[2])], ends[int(last[4])], "top_activation"]
 
 
@@ -55,7 +52,7 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     if image_size % 32:
         raise ValueError(f"image_size {image_size}: use a multiple of 32")
     base = backbones.build_backbone(backbone, weights, input_shape=(image_size, image_size, 3))
-    taps = keras.Model(base.inputs, [base.get_layer(n).output for n in tap_layers(base)], name="backbone")
+    taps = keras.Model(base.inputs, [base.get_layer(n).output for n in tap_layers(base, backbone)], name="backbone")
     taps.trainable = False
     s8, s16, s32 = (o.shape[1:] for o in taps.outputs)
     i8, i16, i32 = keras.Input(s8, name="s8"), keras.Input(s16, name="s16"), keras.Input(s32, name="s32")
