@@ -8,13 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kerasutil import layer_output
+from .faithfulness import class_scores
 from .gradcam import find_target_layer
-
-
-def _class_score(pred: np.ndarray, cls: int) -> np.ndarray:
-    if pred.shape[-1] == 1:
-        return pred[:, 0] if cls == 1 else 1.0 - pred[:, 0]
-    return pred[:, cls]
 
 
 def scorecam(model, images, class_index: int | None = None, layer: str | None = None,
@@ -41,7 +36,7 @@ def scorecam(model, images, class_index: int | None = None, layer: str | None = 
             lo, hi = m.min(), m.max()
             masks.append((m - lo) / (hi - lo) if hi > lo else np.zeros_like(m))
         masks = np.stack(masks)[..., None]
-        scores = _class_score(model.predict(x[None] * masks, batch_size=batch_size, verbose=0), cls)
+        scores = class_scores(model, x[None] * masks, cls, batch_size)
         w = np.exp(scores - scores.max())
         w /= w.sum()
         cam = np.maximum((fmap[:, :, keep] * w).sum(axis=-1), 0)
