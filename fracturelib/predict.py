@@ -75,11 +75,12 @@ class Predictor:
             self.ood = ood.Detector.load(ood_path)
             self.ood_features = ood.feature_model(1, self.ood.image_size)
 
-    def _radiograph_check(self, image_path) -> dict:
-        """``in_distribution`` and, for inputs that do not look like radiographs, a warning and no
-        fracture answer (class and confidence set to None)."""
+    def _radiograph_check(self, img: np.ndarray) -> dict:
+        """``in_distribution`` of the decoded image and, for inputs that do not look like
+        radiographs, a warning and no fracture answer (class and confidence set to None)."""
         from .data.pipeline import pad_resize
-        g = pad_resize(read_image(image_path, channels=1), self.ood.image_size).numpy()[None]
+        gray = img if img.shape[-1] == 1 else np.round(img.astype(np.float32).mean(axis=-1, keepdims=True))
+        g = pad_resize(gray, self.ood.image_size).numpy()[None]
         ok = bool(self.ood.in_distribution(self.ood_features.predict_on_batch(g), g)[0])
         if ok:
             return {"in_distribution": True}
@@ -114,7 +115,7 @@ class Predictor:
         if thr is not None:
             result["threshold"] = thr
         if self.ood is not None:
-            result.update(self._radiograph_check(image_path))
+            result.update(self._radiograph_check(img))
         h, w = img.shape[:2]
         heat = heatmap_to_image(cams[0], w, h, int(self.card["image_size"]))
         where, method = heat, "gradcam"
