@@ -1,4 +1,9 @@
-"""`fracturelib` command line: scan a dataset, fetch FracAtlas, run the report notebooks."""
+"""`fracturelib` command line: scan a dataset, fetch FracAtlas, run the report notebooks.
+
+Exit codes: 0 done; 1 the work ran but something failed (a notebook, an image, a download);
+2 a usage mistake (arguments, paths, profile, parameters, dataset layout, model card), reported as
+one ``error:`` line; 130 interrupted (Ctrl-C).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,20 +12,22 @@ import sys
 from pathlib import Path
 
 
+def _shown(s: str) -> str:
+    """A path as the terminal can print it (bytes that are not UTF-8 as \\x escapes)."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _print_table(title: str, t) -> None:
     print(f"\n{title}")
     print(t.to_string())
 
 
 def cmd_scan(a) -> int:
-    from .data import LayoutError, build_manifest, summary, usable
+    from .data import build_manifest, summary, usable, write_manifest
     from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
-
-    try:
-        df = build_manifest(a.path, progress=not a.quiet)
-    except LayoutError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if a.out and Path(a.out).is_dir():
+        raise IsADirectoryError(f"--out {a.out}: is a folder; give a file name, e.g. {a.out}/manifest.csv")
+    df = build_manifest(a.path, progress=not a.quiet)
     s = summary(df)
     print(f"dataset: {df.attrs['root']}")
     print(f"layout: {s['layout']}  classes: {len(s['classes'])} ({', '.join(s['classes'])})")
@@ -36,12 +43,12 @@ def cmd_scan(a) -> int:
         for reason, n in s["skipped_by_reason"].items():
             print(f"  {n:5d}  {reason}")
         for rel, reason in zip(skipped["relpath"], skipped["reason"]):
-            print(f"  - {rel}: {reason}")
+            print(f"  - {_shown(rel)}: {reason}")
     notes = usable(df)[lambda d: d["note"] != ""]
     if len(notes):
         print(f"\nused with a note: {len(notes)}")
         for rel, note in zip(notes["relpath"], notes["note"]):
-            print(f"  - {rel}: {note}")
+            print(f"  - {_shown(rel)}: {note}")
     g = df[df["dup_group"] >= 0]
     print(f"\nduplicate groups: {s['duplicate_groups']} ({s['exact_groups']} with byte-identical "
           f"files, {df.attrs['near_pairs']} near-copy pairs), {len(g)} files in groups")
@@ -55,10 +62,11 @@ def cmd_scan(a) -> int:
     if len(xl):
         print(f"groups with conflicting labels: {xl['dup_group'].nunique()}")
         for gid, grp in xl.groupby("dup_group"):
-            print(f"  group {gid}: " + "; ".join(f"{r} [{lab}]" for r, lab in zip(grp['relpath'], grp['label'])))
+            members = zip(grp["relpath"], grp["label"])
+            print(f"  group {gid}: " + "; ".join(f"{_shown(r)} [{lab}]" for r, lab in members))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(a.out, index=False)
+        write_manifest(df, a.out)
         print(f"\nmanifest written: {a.out}")
     return 0
 
@@ -67,10 +75,10 @@ def cmd_fetch(a) -> int:
     from .data.fetch import FetchError, fetch_fracatlas
     try:
         root = fetch_fracatlas(a.dest, url=a.url, expected_images=a.expected_images or None,
-                               progress=not a.quiet, retries=a.retries)
+                               progress=not a.quiet, retries=a.retries, archive=a.archive)
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 1                             # the download or the archive failed, not the user
     print(f"FracAtlas ready: {root}\n  next: fracturelib scan {root}")
     return 0
 
@@ -78,35 +86,24 @@ def cmd_fetch(a) -> int:
 def cmd_predict(a) -> int:
     import json
 
-    from .data.imageio import ImageError
-    from .models import ModelCardError
-    from .predict import Predictor, format_result
-    try:
-        predictor = Predictor(a.model, localiser_path=a.localiser)
-        results = [predictor.predict(img, a.gradcam_dir) for img in a.images]
-    except (ImageError, ModelCardError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    from .predict import Predictor, format_result, predict_many
+    predictor = Predictor(a.model, localiser_path=a.localiser)
+    results = predict_many(predictor, a.images, a.gradcam_dir)
     if a.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     else:
         print("\n\n".join(format_result(r) for r in results))
-    return 0
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"error: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_run(a) -> int:
-    import yaml
-
+    from .profiles import parse_overrides
     from .runner import run_all
-    extra = {}
-    for kv in a.param:
-        k, _, v = kv.partition("=")
-        extra[k] = yaml.safe_load(v)
     only = [s.strip() for s in a.only.split(",") if s.strip()]
-    results = run_all(a.profile, only, a.out, extra)
-    if not results:
-        print("no notebook matched --only")
-        return 2
+    results = run_all(a.profile, only, a.out, parse_overrides(a.param))
     return 0 if all(r.status == "ok" for r in results) else 1
 
 
@@ -126,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--expected-images", type=int, default=FRACATLAS_IMAGES,
                    help="image count to check after unpacking (0: do not check)")
     f.add_argument("--retries", type=int, default=4)
+    f.add_argument("--archive", default=None, help="use this already-downloaded FracAtlas zip "
+                   "instead of downloading (it is copied, checked and unpacked)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fetch)
     pr = sub.add_parser("predict", help="classify images with a saved model, with a Grad-CAM overlay")
@@ -148,10 +147,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple:
+    """Exceptions that mean a mistake in what the user asked for: one line, no traceback."""
+    from .data.imageio import ImageError
+    from .data.layout import LayoutError
+    from .models import ModelCardError
+    from .profiles import ProfileError
+    return (LayoutError, ImageError, ModelCardError, ProfileError, FileNotFoundError,
+            FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")    # before any subcommand imports TensorFlow
     a = build_parser().parse_args(argv)
-    return a.func(a)
+    try:
+        return a.func(a)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

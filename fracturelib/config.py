@@ -36,12 +36,11 @@ BINARY_CLASSES = ("non-fractured", "fractured")
 MIN_SIDE = 32                 # smaller than this carries no usable detail
 MAX_SIDE = 20_000             # guard against decompression bombs, checked on the header
 MAX_PIXELS = 100_000_000      # ditto, before any pixel is decoded
+DECODE_BUDGET_MB = 1024       # pixels that decoding may hold at once, all scan threads together
 
-# Near-duplicate detection (see data/duplicates.py): pHash candidates within this Hamming distance,
-# confirmed when 32x32 thumbnails correlate at least this much. Calibrated on both real datasets:
-# the confirmed FracAtlas pairs plateau at 95-97 for distances 6..10 at 0.98, while 0.95 lets in
-# hundreds of distinct radiographs of the same anatomy.
-NEAR_DUP_MAX_DISTANCE = 10
+# Near-duplicate detection (see data/duplicates.py): nearest-neighbour candidates among 32x32
+# thumbnails, confirmed when they correlate at least this much. Calibrated on both real datasets:
+# 0.95 lets in hundreds of distinct FracAtlas radiographs of the same anatomy.
 NEAR_DUP_MIN_CORRELATION = 0.98
 
 SEED = 42

@@ -102,7 +102,22 @@ def read_card(path: str | Path) -> dict:
     if not cp.exists():
         raise ModelCardError(f"{path}: no model card {cp.name} next to it; models are only "
                              "loaded with their card (save them with fracturelib.models.save_model)")
-    return json.loads(cp.read_text())
+    try:
+        card = json.loads(cp.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelCardError(f"{cp}: not a valid model card (invalid JSON: {e}); re-save the model "
+                             "with fracturelib.models.save_model") from None
+    if not isinstance(card, dict):
+        raise ModelCardError(f"{cp}: not a valid model card (a JSON object is expected)")
+    missing = [k for k in CARD_REQUIRED if k not in card]
+    if missing:
+        raise ModelCardError(f"{cp}: model card lacks {', '.join(missing)}; re-save the model with "
+                             "fracturelib.models.save_model")
+    return card
+
+
+#: Keys every reader of a card relies on.
+CARD_REQUIRED = ("classes", "image_size", "channels", "input_shape", "model_sha256")
 
 
 def load_model(path: str | Path, expect: dict | None = None):
@@ -133,9 +148,12 @@ def load_model(path: str | Path, expect: dict | None = None):
     from .backbones import custom_objects
     model = keras.models.load_model(path, safe_mode=True, compile=False,
                                     custom_objects=custom_objects())
-    if list(model.input_shape[1:]) != card["input_shape"]:
-        raise ModelCardError(f"{path}: model input {model.input_shape[1:]} differs from its card "
-                             f"{card['input_shape']}")
+    shape = list(model.input_shape[1:])
+    said = [card["image_size"], card["image_size"], card["channels"]]
+    if shape != card["input_shape"] or shape != said:
+        raise ModelCardError(f"{path}: model input {shape} differs from its card (input_shape "
+                             f"{card['input_shape']}, image_size {card['image_size']}, channels "
+                             f"{card['channels']}); re-save the model with its card")
     return model, card
 
 

@@ -89,7 +89,10 @@ class Predictor:
                            "(blank, a photo, or another kind of image): no fracture answer is given"}
 
     def predict(self, image_path: str | Path, gradcam_dir: str | Path | None = None,
-                top: int = 3) -> dict:
+                top: int = 3, overlay_name: str | None = None) -> dict:
+        """Class, confidence, where, and an overlay PNG (``overlay_name``, default
+        ``<stem>_gradcam.png``, in ``gradcam_dir`` or the current folder). An overlay that cannot be
+        written is a ``warning`` in the result, not a failed prediction."""
         from .explain import gradcam, heatmap_to_image, overlay
         x, img = prepare(image_path, self.card)
         cams, out = gradcam(self.model, x)        # explains the arg-max / p >= 0.5 class
@@ -127,17 +130,46 @@ class Predictor:
         result["fracture_point"] = list(peak(where))
         result["localisation"] = method
         out_dir = Path(gradcam_dir) if gradcam_dir else Path.cwd()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ov = out_dir / f"{Path(image_path).stem}_gradcam.png"
+        ov = out_dir / (overlay_name or f"{Path(image_path).stem}_gradcam.png")
         from PIL import Image
         shown = where / where.max() if where.max() > 0 else where          # the localiser's map is a probability
-        Image.fromarray(mark_point(overlay(img, shown), result["fracture_point"])).save(ov)
-        result["gradcam"] = str(ov)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mark_point(overlay(img, shown), result["fracture_point"])).save(ov)
+            result["gradcam"] = str(ov)
+        except OSError as e:
+            result["gradcam"] = None
+            msg = f"overlay not written to {ov} ({e.strerror or e}); pass --gradcam-dir with a writable folder"
+            result["warning"] = "; ".join(x for x in (result.get("warning"), msg) if x)
         card = info_card(label)
         if card:
             result["info"] = card
         result["note"] = NOT_ADVICE
         return result
+
+
+def overlay_names(images: list) -> list[str]:
+    """One overlay file name per input, unique even when two inputs share a stem
+    (``a/x.jpg`` and ``b/x.png`` -> ``x_gradcam.png`` and ``x_2_gradcam.png``)."""
+    names, seen = [], {}
+    for img in images:
+        stem = Path(img).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(f"{stem}_gradcam.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}_gradcam.png")
+    return names
+
+
+def predict_many(predictor: "Predictor", images: list, gradcam_dir=None) -> list[dict]:
+    """Predict each image in turn; one that cannot be read is a result with an ``error`` (the file
+    and the fix) and the others still run."""
+    from .data.imageio import ImageError
+    results = []
+    for img, name in zip(images, overlay_names(images)):
+        try:
+            results.append(predictor.predict(img, gradcam_dir, overlay_name=name))
+        except ImageError as e:
+            results.append({"image": str(img), "error": str(e)})
+    return results
 
 
 def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
@@ -152,6 +184,8 @@ def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
 
 
 def format_result(r: dict) -> str:
+    if "error" in r:
+        return f"{Path(r['image']).name}: not assessed. Error: {r['error']}"
     if r.get("in_distribution") is False:
         lines = [f"{Path(r['image']).name}: not assessed. Warning: {r['warning']}"]
     else:
@@ -163,7 +197,9 @@ def format_result(r: dict) -> str:
     if "fracture_point" in r:
         lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px ({r['localisation']})")
     kind = "Grad-CAM" if r.get("localisation", "gradcam") == "gradcam" else "localiser"
-    lines.append(f"{kind} overlay: {r['gradcam']}")
+    lines.append(f"{kind} overlay: {r['gradcam'] or 'not written'}")
+    if r.get("warning") and r.get("in_distribution") is not False:
+        lines.append(f"Warning: {r['warning']}")
     if "info" in r:
         lines.append("")
         for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"):

@@ -11,7 +11,7 @@ def write_index(results: list, out_dir: Path, profile: str) -> Path:
     rows = []
     for r in results:
         figs = "<br>".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in r.figures.items())
-        colour = "#e6f4ea" if r.status == "ok" else "#fce8e6"
+        colour = {"ok": "#e6f4ea", "interrupted": "#fff4e5"}.get(r.status, "#fce8e6")
         rows.append(
             f"<tr style='background:{colour}'><td><a href='{html.escape(r.html.name)}'>"
             f"{html.escape(r.run.name)}</a></td><td>{r.status}</td><td>{r.seconds:.0f} s</td>"
@@ -24,5 +24,7 @@ vertical-align:top;text-align:left}}table{{border-collapse:collapse}}</style></h
 <table><tr><th>notebook</th><th>status</th><th>duration</th><th>key figures</th><th>error</th></tr>
 {''.join(rows)}</table></body></html>"""
     p = Path(out_dir) / "index.html"
-    p.write_text(page)
+    tmp = p.with_name(".index.html.tmp")
+    tmp.write_text(page)
+    tmp.replace(p)                 # readers never see half a page
     return p

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config
-from .profiles import PROFILE_ENV, Run, load_profile
+from .profiles import PROFILE_ENV, ProfileError, Run, check_overrides, load_profile, notebook_path
 from .report_index import write_index
 
 
@@ -57,8 +57,7 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     import papermill as pm
 
     out_dir = Path(out_dir).resolve()
-    nb_in = (Path(run.notebook) if run.notebook.endswith(".ipynb")
-             else config.NOTEBOOKS_DIR / f"{run.notebook}.ipynb")
+    nb_in = notebook_path(run)
     nb_out, html_out = out_dir / f"{run.name}.ipynb", out_dir / f"{run.name}.html"
     artifacts = out_dir / "artifacts" / run.name
     (artifacts / "figures.json").unlink(missing_ok=True)   # no stale figures from a past run
@@ -73,6 +72,8 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
         pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3",
                             cwd=str(config.NOTEBOOKS_DIR), log_output=False, progress_bar=False,
                             report_mode=False)
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by the user (Ctrl-C)"
     except Exception as e:  # noqa: BLE001 - papermill raises several kinds; all mean "failed"
         status = "failed"
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
@@ -84,7 +85,7 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     if nb_out.exists():
         _to_html(nb_out, html_out)
     else:
-        html_out.write_text(f"<h1>{html.escape(run.name)} failed before running</h1><pre>"
+        html_out.write_text(f"<h1>{html.escape(run.name)}: {status} before running</h1><pre>"
                             f"{html.escape(error)}</pre>")
     figures = {}
     fj = artifacts / "figures.json"
@@ -93,14 +94,44 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     return Result(run, status, seconds, html_out, error, figures)
 
 
+def select(profile: str, only: list[str] | None = None) -> list[Run]:
+    """The profile's runs whose name or notebook starts with one of ``only`` (all when empty);
+    refuses a selection that matches nothing, before anything is written."""
+    runs = load_profile(profile)
+    if not only:
+        return runs
+    chosen = [r for r in runs if any(r.name.startswith(o) or r.notebook.startswith(o) for o in only)]
+    if not chosen:
+        raise ProfileError(f"--only {','.join(only)}: no notebook of profile {profile!r} matches; "
+                           f"it has: {', '.join(r.name for r in runs)}")
+    return chosen
+
+
+def prepare_output(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` and prove it writable, or raise OSError naming it and the fix."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out}: is a file; give a folder for the reports")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"--out {out}: cannot write there ({e.strerror or e}); "
+                              "give a folder you can write to") from None
+    return out
+
+
 def run_all(profile: str = "quick", only: list[str] | None = None, out_dir: str | Path = "reports",
             extra: dict | None = None, echo=None) -> list[Result]:
+    """Run the selected notebooks in order and write the index after each. A user mistake (profile,
+    selection, parameter, output folder) is refused before anything runs or is written; Ctrl-C
+    leaves an index with the interrupted notebook as a row, then raises KeyboardInterrupt."""
     echo = echo or (lambda *a, **k: print(*a, **k))
-    runs = load_profile(profile)
-    if only:
-        runs = [r for r in runs if any(r.name.startswith(o) or r.notebook.startswith(o) for o in only)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    runs = select(profile, only)
+    check_overrides(runs, extra or {})
+    out = prepare_output(out_dir)
     results = []
     for k, run in enumerate(runs, 1):
         echo(f"[{k}/{len(runs)}] {run.name} ...", end=" ", flush=True)
@@ -108,6 +139,8 @@ def run_all(profile: str = "quick", only: list[str] | None = None, out_dir: str 
         results.append(r)
         echo(f"{r.status} in {r.seconds:.0f} s" + (f"  ({r.error})" if r.error else ""))
         write_index(results, out, profile)
+        if r.status == "interrupted":
+            raise KeyboardInterrupt
     idx = write_index(results, out, profile)
     echo(f"index: {idx}")
     return results

@@ -19,29 +19,56 @@ from .layout import discover
 from .schema import COLUMNS, usable  # noqa: F401 - usable is part of this module's API
 
 
-def _row(entry, root: Path) -> dict:
-    chk = check_image(entry.path)
+def _row(entry, root: Path) -> tuple:
+    """(thumbnail or None, manifest row) for one file; never raises."""
+    row = {"path": str(entry.path), "relpath": entry.path.relative_to(root).as_posix(),
+           "label": entry.label, "split": entry.split, "status": "skipped", "reason": entry.skip,
+           "note": "" if _utf8(str(entry.path)) else "file name is not valid UTF-8",
+           "width": 0, "height": 0, "mode": "", "format": "", "bytes": 0, "sha256": "",
+           "phash": "", "phash_mirror": "", "native": False}
+    if entry.skip:
+        return None, row
     try:
-        sha = duplicates.sha256_bytes(entry.path.read_bytes()) if chk.bytes else ""
-    except OSError:
-        sha = ""
-    ph, phm = duplicates.phash_pair(chk.image) if chk.ok else ("", "")
-    thumb = duplicates.thumbnail(chk.image) if chk.ok else None
-    return thumb, {"path": str(entry.path), "relpath": entry.path.relative_to(root).as_posix(),
-            "label": entry.label, "split": entry.split, "status": chk.status,
-            "reason": chk.reason, "note": chk.note, "width": chk.width, "height": chk.height,
-            "mode": chk.mode, "format": chk.format, "bytes": chk.bytes, "sha256": sha,
-            "phash": ph, "phash_mirror": phm, "native": chk.native}
+        chk = check_image(entry.path)
+        sha = duplicates.sha256_file(entry.path) if chk.bytes else ""
+        ph, phm = duplicates.phash_pair(chk.image) if chk.ok else ("", "")
+        thumb = duplicates.thumbnail(chk.image) if chk.ok else None
+    except MemoryError:
+        row["reason"] = "out of memory while reading this file; downscale it or scan with fewer workers"
+        return None, row
+    note = "; ".join(x for x in (row["note"], chk.note) if x)
+    row.update(status=chk.status, reason=chk.reason, note=note, width=chk.width,
+               height=chk.height, mode=chk.mode, format=chk.format, bytes=chk.bytes, sha256=sha,
+               phash=ph, phash_mirror=phm, native=chk.native)
+    return thumb, row
 
 
-def build_manifest(root: str | Path, max_distance: int = config.NEAR_DUP_MAX_DISTANCE,
-                   min_correlation: float = config.NEAR_DUP_MIN_CORRELATION,
+def _utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write the manifest as CSV, atomically. File names that are not valid UTF-8 are written
+    back byte for byte (``surrogateescape``), so the paths still open the files; read it with
+    ``pd.read_csv(path, encoding_errors="surrogateescape")``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False, errors="surrogateescape")
+    tmp.replace(path)
+    return path
+
+
+def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MIN_CORRELATION,
                    workers: int = 4, progress: bool = False) -> pd.DataFrame:
     """Scan ``root``: discover the layout, check every file, hash it, group duplicates."""
     layout = discover(root)
     it = layout.entries
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = pool.map(lambda e: _row(e, layout.root), it)
+        rows = pool.map(lambda e: _row(e, layout.root), it)  # in order, each row never raises
         if progress:
             from tqdm.auto import tqdm
             rows = tqdm(rows, total=len(it), desc=f"scan {layout.root.name}", unit="file")
@@ -50,7 +77,7 @@ def build_manifest(root: str | Path, max_distance: int = config.NEAR_DUP_MAX_DIS
     thumbs = {i: t for i, (t, _) in enumerate(results) if t is not None}
     if layout.name == "fracatlas":
         df = _add_fracatlas(df, layout.root)
-    df, pairs = duplicates.assign_groups(df, max_distance, thumbs, min_correlation)
+    df, pairs = duplicates.assign_groups(df, thumbs, min_correlation)
     df.attrs.update(layout=layout.name, root=str(layout.root),
                     other_files=[p.relative_to(layout.root).as_posix() for p in layout.other_files],
                     near_pairs=len(pairs))
@@ -81,7 +108,7 @@ def manifest_hash(df: pd.DataFrame) -> str:
     """Content hash of what a model was trained from, stable across machines and paths."""
     cols = ["relpath", "label", "split", "status", "sha256"]
     text = df[cols].sort_values("relpath").to_csv(index=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def summary(df: pd.DataFrame) -> dict:

@@ -122,3 +122,173 @@ def test_cli_fetch_exit_codes(tmp_path, capsys):
         assert main(["fetch", "fracatlas", "--dest", str(tmp_path / "bad"), "--url", s.url,
                      "--quiet"]) == 1
     assert "expected 4083" in capsys.readouterr().err
+
+
+class Hostile:
+    """A loopback server whose handler misbehaves on purpose; ``script`` maps the request number
+    (0, 1, ...) to a function(handler) that answers it."""
+
+    def __init__(self, *script):
+        self.script, self.n = script, 0
+        srv = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                k = min(srv.n, len(srv.script) - 1)
+                srv.n += 1
+                srv.script[k](self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/f"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _send(body: bytes, status=200, length=None, cut=None):
+    def answer(h):
+        h.send_response(status)
+        h.send_header("Content-Length", str(len(body) if length is None else length))
+        h.end_headers()
+        h.wfile.write(body if cut is None else body[:cut])
+        h.wfile.flush()
+        h.close_connection = True
+    return answer
+
+
+def _zip(members: dict, compression=zipfile.ZIP_DEFLATED) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def _fetch(tmp_path, url, **kw):
+    return fetch_fracatlas(tmp_path, url=url, expected_images=kw.pop("expected", 7), progress=False,
+                           backoff=0.01, **kw)
+
+
+def _only_leftovers(dest):
+    return sorted(p.name for p in dest.iterdir()) if dest.exists() else []
+
+
+def test_zip_bomb_is_refused_before_writing(tmp_path):
+    bomb = _zip({"FracAtlas/images/Fractured/a.jpg": b"\0" * (64 << 20)})
+    assert len(bomb) < 200_000
+    with Hostile(_send(bomb)) as s, pytest.raises(FetchError, match="zip bomb"):
+        _fetch(tmp_path, s.url)
+    assert _only_leftovers(tmp_path) == []               # no partial file, no archive kept
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/abs/evil.txt", "FracAtlas/../../evil.txt"])
+def test_paths_escaping_dest_are_refused(tmp_path, name):
+    dest = tmp_path / "dest"
+    with Hostile(_send(_zip({name: b"x", "FracAtlas/images/Fractured/a.jpg": b"y"}))) as s:
+        with pytest.raises(FetchError, match="unsafe path"):
+            _fetch(dest, s.url)
+    assert not (tmp_path / "evil.txt").exists() and _only_leftovers(dest) == []
+
+
+def test_archive_without_fracatlas_leaves_nothing_and_is_not_reused(tmp_path):
+    other = _zip({"images/cat.jpg": b"x", "README": b"not fracatlas"})
+    with Hostile(_send(other), _send(_archive())) as s:
+        with pytest.raises(FetchError, match="no FracAtlas"):
+            _fetch(tmp_path, s.url)
+        assert _only_leftovers(tmp_path) == []
+        root = _fetch(tmp_path, s.url)                    # the next run downloads afresh
+    assert root.name == "FracAtlas" and len(list((root / "images").rglob("*.jpg"))) == 7
+
+
+def test_html_instead_of_zip_is_deleted_and_the_next_run_recovers(tmp_path):
+    page = b"<html><body>Please log in</body></html>" * 20
+    with Hostile(_send(page), _send(_archive())) as s:
+        with pytest.raises(FetchError, match="not a valid zip"):
+            _fetch(tmp_path, s.url)
+        assert not (tmp_path / "FracAtlas.zip").exists()
+        _fetch(tmp_path, s.url)
+
+
+def test_server_error_then_success_is_retried(tmp_path):
+    with Hostile(_send(b"oops", status=500), _send(_archive())) as s:
+        _fetch(tmp_path, s.url)
+    assert s.n == 2
+
+
+def test_404_is_one_try_with_an_honest_message(tmp_path, capsys):
+    with Hostile(_send(b"no", status=404)) as s:
+        assert main(["fetch", "fracatlas", "--dest", str(tmp_path), "--url", s.url, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert s.n == 1 and "HTTP 404" in err and "tries" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("length,cut", [(None, 1000), ("long", None)])
+def test_long_content_length_and_dropped_connections_resume(tmp_path, length, cut):
+    body = _archive()
+    lie = {None: None, "long": len(body) + 500}[length]
+    with Hostile(_send(body, length=lie, cut=cut), _send(body)) as s:
+        _fetch(tmp_path, s.url)
+    assert (tmp_path / "FracAtlas.zip").read_bytes() == body and s.n == 2
+
+
+def test_short_content_length_is_caught_by_the_zip_check_and_recovered(tmp_path):
+    body = _archive()
+    with Hostile(_send(body, length=len(body) - 500), _send(body)) as s:
+        with pytest.raises(FetchError, match="not a valid zip.*run the command again"):
+            _fetch(tmp_path, s.url)        # HTTP cannot tell: the server said that was all
+        _fetch(tmp_path, s.url)
+    assert (tmp_path / "FracAtlas").is_dir()
+
+
+def test_trickling_server_is_given_up(tmp_path):
+    import time
+
+    def trickle(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        for _ in range(40):
+            h.wfile.write(b"x")
+            h.wfile.flush()
+            time.sleep(0.1)
+
+    t0 = time.monotonic()
+    with Hostile(trickle) as s, pytest.raises(FetchError, match="slower than"):
+        _fetch(tmp_path, s.url, retries=1, min_speed=1000, window=0.5)
+    assert time.monotonic() - t0 < 4
+
+
+def test_overall_deadline(tmp_path):
+    import time
+
+    def slow(h):
+        h.send_response(200)
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        for _ in range(30):
+            h.wfile.write(b"x" * 100)
+            h.wfile.flush()
+            time.sleep(0.1)
+
+    with Hostile(slow) as s, pytest.raises(FetchError, match="deadline"):
+        _fetch(tmp_path, s.url, retries=3, deadline=0.5, min_speed=1)
+
+
+def test_local_archive_option(tmp_path, capsys):
+    zipped = tmp_path / "mine.zip"
+    zipped.write_bytes(_archive())
+    assert main(["fetch", "fracatlas", "--dest", str(tmp_path / "d"), "--archive", str(zipped),
+                 "--expected-images", "7", "--quiet"]) == 0
+    assert zipped.exists()                                # the user's own file is never deleted
+    assert main(["fetch", "fracatlas", "--dest", str(tmp_path / "d2"), "--archive",
+                 str(tmp_path / "none.zip"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: --archive")

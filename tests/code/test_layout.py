@@ -63,11 +63,12 @@ def test_flat_folder(tmp_path):
 
 
 def test_unknown_layout_names_folder_and_lists_layouts(tmp_path):
-    write_tree(tmp_path, {"a/b/c": 1, "d": 1})
+    write_tree(tmp_path, {"train/a": 1, "misc": 1})       # split folders mixed with others
     with pytest.raises(LayoutError) as e:
         discover(tmp_path)
     msg = str(e.value)
     assert str(tmp_path) in msg and "split-folders" in msg and "class-split" in msg
+    assert "mixes split folders (train) with other folders (misc)" in msg
 
 
 def test_missing_and_empty_folder(tmp_path):
@@ -77,7 +78,9 @@ def test_missing_and_empty_folder(tmp_path):
         discover(tmp_path)
 
 
-def test_hidden_files_ignored(tmp_path):
+def test_hidden_files_are_listed_as_skipped(tmp_path):
     write_tree(tmp_path, {"a": 2, "b": 1})
     (tmp_path / "a" / ".DS_Store").write_bytes(b"x")
-    assert len(discover(tmp_path).entries) == 3
+    entries = discover(tmp_path).entries
+    assert len(entries) == 4
+    assert [e.skip for e in entries if e.path.name == ".DS_Store"] == ["hidden file: its name starts with '.'"]

@@ -35,8 +35,3 @@ def test_runner_ok_and_failed_rows(tmp_path, capsys):
     assert "[2/3] nb_bad ... failed" in printed
 
 
-def test_only_filter_and_unknown_profile(tmp_path, capsys):
-    import pytest
-    with pytest.raises(FileNotFoundError, match="available: ci, full, quick"):
-        main(["run", "--profile", "nope", "--out", str(tmp_path)])
-    assert main(["run", "--only", "99", "--out", str(tmp_path)]) == 2

@@ -1,5 +1,6 @@
 """`fracturelib predict` on real images of both datasets and on every image mode."""
 import json
+import os
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_predict_rejects_broken_files(binary_model, tmp_path, capsys, name, why)
 
 def test_predict_missing_model_is_clear(tmp_path, capsys):
     fa, _ = _real_images()
-    assert main(["predict", str(fa), "--model", str(tmp_path / "none.keras")]) == 1
+    assert main(["predict", str(fa), "--model", str(tmp_path / "none.keras")]) == 2
     assert "no such model file" in capsys.readouterr().err
 
 
@@ -173,3 +174,54 @@ def test_predict_flags_a_photo_as_not_a_radiograph_and_gives_no_answer(tmp_path,
     photo, xray = json.loads(capsys.readouterr().out)
     assert photo["in_distribution"] is False and photo["class"] is None and "warning" in photo
     assert xray["in_distribution"] is True and xray["class"] in config.BINARY_CLASSES
+
+
+def test_one_bad_image_does_not_abort_the_others(binary_model, tmp_path, capsys):
+    fa, bb = _real_images()
+    corpus = make_bad_corpus(tmp_path / "c")
+    code = main(["predict", str(fa), str(corpus / "truncated.jpg"), str(bb), "--model",
+                 str(binary_model), "--gradcam-dir", str(tmp_path / "o"), "--json"])
+    assert code == 1
+    out = json.loads(capsys.readouterr().out)
+    assert [("error" in r) for r in out] == [False, True, False]
+    assert "truncated" in out[1]["error"] and out[2]["class"] in config.BINARY_CLASSES
+
+
+def test_same_stem_inputs_get_distinct_overlays(binary_model, tmp_path, capsys):
+    from PIL import Image
+    fa, bb = _real_images()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.open(fa).save(tmp_path / "a" / "x.jpg")
+    Image.open(bb).save(tmp_path / "b" / "x.png")
+    assert main(["predict", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.png"), "--model",
+                 str(binary_model), "--gradcam-dir", str(tmp_path / "o"), "--json"]) == 0
+    paths = [r["gradcam"] for r in json.loads(capsys.readouterr().out)]
+    assert len(set(paths)) == 2 and all(os.path.exists(p) for p in paths)
+
+
+def test_unwritable_overlay_folder_is_a_warning_not_a_failure(binary_model, tmp_path, capsys):
+    fa, _ = _real_images()
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["predict", str(fa), "--model", str(binary_model), "--gradcam-dir",
+                 str(blocker / "sub"), "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["gradcam"] is None and "overlay not written" in r["warning"] and r["class"]
+
+
+@pytest.mark.parametrize("damage,why", [
+    (lambda c: "{not json", "invalid JSON"),
+    (lambda c: json.dumps({k: v for k, v in c.items() if k != "classes"}), "lacks classes"),
+    (lambda c: json.dumps({**c, "image_size": 128}), "differs from its card"),
+    (lambda c: json.dumps({**c, "channels": 3}), "differs from its card")])
+def test_damaged_cards_are_one_line_errors(binary_model, tmp_path, capsys, damage, why):
+    import shutil
+    m = tmp_path / "m.keras"
+    shutil.copy(binary_model, m)
+    card = json.loads(binary_model.with_suffix(".json").read_text())
+    m.with_suffix(".json").write_text(damage(card))
+    fa, _ = _real_images()
+    assert main(["predict", str(fa), "--model", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and why in err and err.count("\n") == 1

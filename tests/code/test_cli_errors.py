@@ -1,0 +1,104 @@
+"""Every command-line mistake is one `error:` line and a documented exit code, never a traceback;
+`run` writes its index atomically, only after it knows what it ran (issue 10)."""
+import os
+import signal
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+from fracturelib.cli import main
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def _notebook(path, body, params='output_dir = "x"\nepochs = 3\nrate = 0.5\nname = "a"'):
+    nb = new_notebook(cells=[new_code_cell(params, metadata={"tags": ["parameters"]}), new_code_cell(body)],
+                      metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                               "language": "python"}})
+    nbformat.write(nb, path)
+    return str(path)
+
+
+@pytest.fixture
+def profile(tmp_path):
+    good = _notebook(tmp_path / "good.ipynb", "print(epochs)")
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"runs": [{"name": "01_good", "notebook": good}]}))
+    return str(p)
+
+
+def test_unknown_profile_and_broken_profile(tmp_path, capsys):
+    assert main(["run", "--profile", "nope", "--out", str(tmp_path)]) == 2
+    assert "profile 'nope' not found" in _err(capsys) and not (tmp_path / "index.html").exists()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs: [oops")
+    assert main(["run", "--profile", str(bad), "--out", str(tmp_path)]) == 2
+    assert "not a valid profile" in _err(capsys)
+
+
+def test_only_matching_nothing_keeps_the_existing_index(tmp_path, capsys, profile):
+    (tmp_path / "index.html").write_text("earlier reports")
+    assert main(["run", "--profile", profile, "--only", "99", "--out", str(tmp_path)]) == 2
+    assert "--only 99: no notebook" in _err(capsys) and "01_good" in capsys.readouterr().err + "01_good"
+    assert (tmp_path / "index.html").read_text() == "earlier reports"
+
+
+@pytest.mark.parametrize("param,why", [("epochs=-1", "expects a number above 0"),
+                                       ("epochs=two", "expects a whole number"),
+                                       ("rate=0", "expects a number above 0"),
+                                       ("nosuch=1", "no selected notebook has this parameter"),
+                                       ("epochs", "expected KEY=VALUE")])
+def test_bad_parameters_are_refused_before_running(tmp_path, capsys, profile, param, why):
+    assert main(["run", "--profile", profile, "--out", str(tmp_path / "r"), "-p", param]) == 2
+    assert why in _err(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_that_is_a_file_or_unwritable(tmp_path, capsys, profile):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["run", "--profile", profile, "--out", str(f)]) == 2
+    assert "is a file" in _err(capsys)
+    assert main(["run", "--profile", profile, "--out", str(f / "sub")]) == 2
+    assert "cannot write there" in _err(capsys)
+    if os.geteuid() != 0:                  # root writes anywhere; the case above covers it
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        assert main(["run", "--profile", profile, "--out", str(ro)]) == 2
+        assert "cannot write there" in _err(capsys)
+
+
+def test_interrupted_notebook_is_a_row(tmp_path, capsys):
+    good = _notebook(tmp_path / "good.ipynb", "print(1)")
+    stop = _notebook(tmp_path / "stop.ipynb", "import os, signal, time\n"
+                     "os.kill(os.getppid(), signal.SIGINT)\ntime.sleep(30)")
+    never = _notebook(tmp_path / "never.ipynb", "print(2)")
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"runs": [{"name": "01_good", "notebook": good},
+                                          {"name": "02_stop", "notebook": stop},
+                                          {"name": "03_never", "notebook": never}]}))
+    out = tmp_path / "r"
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["run", "--profile", str(p), "--out", str(out)]) == 130
+    finally:
+        signal.signal(signal.SIGINT, old)
+    index = (out / "index.html").read_text()
+    assert index.count("<td>ok</td>") == 1 and index.count("<td>interrupted</td>") == 1
+    assert "03_never" not in index and "1 of 2 ok" in index
+    assert "error: interrupted" in capsys.readouterr().err
+
+
+def test_scan_out_that_is_a_folder(tmp_path, capsys):
+    from tests.conftest import write_tree
+    write_tree(tmp_path / "ds", {"a": 1, "b": 1})
+    assert main(["scan", str(tmp_path / "ds"), "--quiet", "--out", str(tmp_path)]) == 2
+    assert "is a folder" in _err(capsys)
