@@ -39,6 +39,7 @@ bench: venv
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/reports.py
 	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/scan.py
 
 clean:
 	rm -rf reports/*.html reports/*.ipynb reports/*/ .pytest_cache
