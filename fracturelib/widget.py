@@ -8,10 +8,17 @@ from pathlib import Path
 
 def choices(binary_models: list[str], types_model: str | None = None) -> dict[str, str]:
     """Menu label -> model path for the models that exist, the card's preferred binary model first."""
-    from .models import read_card
+    from .models import ModelCardError, read_card
+
+    def preferred(p: str) -> bool:
+        try:
+            return bool(read_card(p).get("preferred"))
+        except ModelCardError:             # listed last; loading it says what is wrong
+            return False
+
     present = [p for p in binary_models if Path(p).exists()]
     out = {f"fractured or not (02, {Path(p).stem})": p
-           for p in sorted(present, key=lambda p: not read_card(p).get("preferred"))}
+           for p in sorted(present, key=lambda p: not preferred(p))}
     if types_model and Path(types_model).exists():
         out["fracture type (03)"] = types_model
     return out

@@ -28,7 +28,9 @@ def test_menu_lists_existing_models_with_the_preferred_binary_model_first(tmp_pa
     paths = []
     for name, pref in (("binary_cnn", False), ("binary_transfer", True)):
         (tmp_path / f"{name}.keras").write_bytes(b"x")
-        (tmp_path / f"{name}.json").write_text(json.dumps({"preferred": pref}))
+        card = {"classes": ["a", "b"], "image_size": 8, "channels": 1, "input_shape": [8, 8, 1],
+                "model_sha256": "0", "preferred": pref}
+        (tmp_path / f"{name}.json").write_text(json.dumps(card))
         paths.append(str(tmp_path / f"{name}.keras"))
     menu = widget.choices(paths + [str(tmp_path / "missing.keras")], str(tmp_path / "types.keras"))
     assert list(menu.values()) == [paths[1], paths[0]]
