@@ -101,10 +101,22 @@ def cmd_predict(a) -> int:
 
 def cmd_run(a) -> int:
     from .profiles import parse_overrides
-    from .runner import run_all
+    from .runner import prepare_output, run_all, select
     only = [s.strip() for s in a.only.split(",") if s.strip()]
-    results = run_all(a.profile, only, a.out, parse_overrides(a.param))
-    return 0 if all(r.status == "ok" for r in results) else 1
+    extra = parse_overrides(a.param)
+    if a.grid:
+        import json
+
+        from .sweep import folder_name, grid, run_sweep
+        runs = select(a.profile, only)
+        out = prepare_output(a.out) / f"sweep_{folder_name({s.partition('=')[0]: '' for s in a.grid})}"
+        grid(a.grid)                                   # a malformed --grid fails before anything runs
+        index = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
+        print(f"sweep index: {index}")
+        rows = json.loads((index.parent / "sweep.json").read_text())
+        return 0 if all(r["status"] in ("ok", "cached") for row in rows for r in row["runs"]) else 1
+    results = run_all(a.profile, only, a.out, extra, force=a.force)
+    return 0 if all(r.status in ("ok", "cached") for r in results) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=str(config.REPORTS_DIR))
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter in every notebook (YAML value)")
+    r.add_argument("--force", action="store_true", help="rerun notebooks whose inputs are unchanged "
+                   "(by default their reports are reused: rows marked cached)")
+    r.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="sweep: run every combination of these values, each in its own folder, "
+                   "and write a sweep index (repeat for more parameters)")
+    r.add_argument("--workers", type=int, default=1, help="sweep runs at once (local processes)")
+    r.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="run the sweep on this Dask distributed cluster instead of local processes")
     r.set_defaults(func=cmd_run)
     return p
 

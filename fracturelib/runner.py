@@ -2,7 +2,10 @@
 
 A failing notebook still gets its (partial) HTML with the error visible and a failed row in the
 index; the others still run. Key figures come from ``<output_dir>/figures.json``, which notebooks
-write with :func:`fracturelib.notebook.record`.
+write with :func:`fracturelib.notebook.record`. Each report is exported twice, with code and
+code-free (``<name>.report.html``, nbconvert's exclude-input), with a thumbnail of its key figure
+(the first image of the cell tagged ``key-figure``). A run whose inputs did not change since its
+last success is not run again (:mod:`fracturelib.run_cache`); ``force`` reruns.
 """
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
-from .profiles import PROFILE_ENV, ProfileError, Run, check_overrides, load_profile, notebook_path
+from . import config, run_cache
+from .profiles import PROFILE_ENV, ProfileError, Run, check_overrides, load_profile, notebook_parameters, notebook_path
 from .report_index import write_index
 
 
@@ -26,14 +29,55 @@ class Result:
     html: Path
     error: str = ""
     figures: dict = field(default_factory=dict)
+    finished: float = 0.0            # when the result was made (a cached one is older)
+
+    @property
+    def report(self) -> Path:
+        """The code-free version of the report."""
+        return self.html.with_suffix(".report.html")
+
+    @property
+    def thumb(self) -> Path:
+        return self.html.parent / "thumbs" / f"{self.html.stem}.png"
+
+
+#: Cells whose first image is a report's thumbnail in the index.
+KEY_FIGURE_TAG = "key-figure"
 
 
 def _to_html(ipynb: Path, out: Path) -> None:
+    """``out`` with code, ``out.report.html`` without, and the key figure's thumbnail."""
     import nbformat
     from nbconvert import HTMLExporter
     nb = nbformat.read(ipynb, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
     out.write_text(body)
+    body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                           exclude_output_prompt=True).from_notebook_node(nb)
+    out.with_suffix(".report.html").write_text(body)
+    _thumbnail(nb, out.parent / "thumbs" / f"{out.stem}.png")
+
+
+def _thumbnail(nb, target: Path, width: int = 320) -> Path | None:
+    """The first PNG output of the cell tagged ``key-figure`` (else of any cell), shrunk."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in cells if KEY_FIGURE_TAG in c.get("metadata", {}).get("tags", [])]
+    for cell in tagged + cells:
+        for o in cell.get("outputs", []):
+            png = o.get("data", {}).get("image/png")
+            if png:
+                im = Image.open(io.BytesIO(base64.b64decode(png)))
+                im.thumbnail((width, width * 2))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                im.save(target)
+                return target
+    target.unlink(missing_ok=True)
+    return None
 
 
 def _redirect_stderr(path: Path) -> int:
@@ -91,7 +135,7 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     fj = artifacts / "figures.json"
     if fj.exists():
         figures = json.loads(fj.read_text())
-    return Result(run, status, seconds, html_out, error, figures)
+    return Result(run, status, seconds, html_out, error, figures, time.time())
 
 
 def select(profile: str, only: list[str] | None = None) -> list[Run]:
@@ -124,23 +168,44 @@ def prepare_output(out_dir: str | Path) -> Path:
 
 
 def run_all(profile: str = "quick", only: list[str] | None = None, out_dir: str | Path = "reports",
-            extra: dict | None = None, echo=None) -> list[Result]:
-    """Run the selected notebooks in order and write the index after each. A user mistake (profile,
-    selection, parameter, output folder) is refused before anything runs or is written; Ctrl-C
-    leaves an index with the interrupted notebook as a row, then raises KeyboardInterrupt."""
+            extra: dict | None = None, echo=None, force: bool = False) -> list[Result]:
+    """Run the selected notebooks of ``profile`` in order (see :func:`run_runs`)."""
+    return run_runs(select(profile, only), out_dir, str(profile), extra, echo, force)
+
+
+def run_runs(runs: list[Run], out_dir: str | Path, label: str, extra: dict | None = None,
+             echo=None, force: bool = False) -> list[Result]:
+    """Run ``runs`` in order and write the index after each. A user mistake (parameter, output
+    folder) is refused before anything runs or is written; a run whose inputs are unchanged since
+    its last success is reused (row ``cached``) unless ``force``; Ctrl-C leaves an index with the
+    interrupted notebook as a row, then raises KeyboardInterrupt."""
     echo = echo or (lambda *a, **k: print(*a, **k))
-    runs = select(profile, only)
-    check_overrides(runs, extra or {})
+    extra = extra or {}
+    check_overrides(runs, extra)
     out = prepare_output(out_dir)
+    cache, source = run_cache.RunCache(out), run_cache.source_digest()
     results = []
     for k, run in enumerate(runs, 1):
         echo(f"[{k}/{len(runs)}] {run.name} ...", end=" ", flush=True)
-        r = run_one(run, out, extra)
+        params = {**notebook_parameters(run), **run.parameters, **extra}   # defaults name files too
+        key = run_cache.key(notebook_path(run), params, source)
+        html_out = out / f"{run.name}.html"
+        hit = None if force else cache.get(run.name, key, [html_out, html_out.with_suffix(".report.html")])
+        if hit:
+            r = Result(run, "cached", hit["seconds"], html_out, "", hit["figures"], hit["finished"])
+            echo(f"cached ({run_cache.age(time.time() - r.finished)} old)")
+        else:
+            cache.drop(run.name)
+            started = time.time()
+            r = run_one(run, out, extra)
+            echo(f"{r.status} in {r.seconds:.0f} s" + (f"  ({r.error})" if r.error else ""))
+            if r.status == "ok":
+                cache.put(run.name, key, r.seconds, r.figures,
+                          run_cache.outputs_written(params, started))
         results.append(r)
-        echo(f"{r.status} in {r.seconds:.0f} s" + (f"  ({r.error})" if r.error else ""))
-        write_index(results, out, profile)
+        write_index(results, out, label)
         if r.status == "interrupted":
             raise KeyboardInterrupt
-    idx = write_index(results, out, profile)
+    idx = write_index(results, out, label)
     echo(f"index: {idx}")
     return results

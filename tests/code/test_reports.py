@@ -6,8 +6,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from fracturelib.cli import main
 
 
-def _notebook(path, body):
-    nb = new_notebook(cells=[new_code_cell('output_dir = "x"\nvalue = 1', metadata={"tags": ["parameters"]}),
+def _notebook(path, body, params='output_dir = "x"\nvalue = 1'):
+    nb = new_notebook(cells=[new_code_cell(params, metadata={"tags": ["parameters"]}),
                              new_code_cell(body)],
                       metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     nbformat.write(nb, path)
@@ -28,10 +28,88 @@ def test_runner_ok_and_failed_rows(tmp_path, capsys):
     assert code == 1
     index = (out / "index.html").read_text()
     assert index.count("<td>ok</td>") == 2 and index.count("<td>failed</td>") == 1
-    assert "answer: 42" in index and "answer: 84" in index
+    assert "answer: <b>42</b>" in index and "answer: <b>84</b>" in index
     assert "bad data path" in (out / "nb_bad.html").read_text()
     assert (out / "nb_after.html").exists()
     printed = capsys.readouterr().out
     assert "[2/3] nb_bad ... failed" in printed
 
 
+
+
+def _profile(tmp_path, runs):
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"runs": runs}))
+    return str(p)
+
+
+def test_unchanged_runs_are_cached_and_changed_inputs_rerun(tmp_path, capsys):
+    import os
+
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"v1")
+    first = _notebook(tmp_path / "first.ipynb", "from fracturelib.reports import record\n"
+                      "record(output_dir, answer=value)")
+    reader = _notebook(tmp_path / "reader.ipynb", "from fracturelib.reports import record\n"
+                       "record(output_dir, size=len(open(value, 'rb').read()))")
+    prof = _profile(tmp_path, [{"name": "a_first", "notebook": first},
+                               {"name": "b_reader", "notebook": reader, "parameters": {"value": str(model)}}])
+    out = tmp_path / "r"
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("cached (") == 2
+    index = (out / "index.html").read_text()
+    assert index.count("cached<br>") == 2 and "2 of 2 ok" in index and "size: <b>2</b>" in index
+
+    model.write_bytes(b"v2 longer")                  # the model the second notebook reads changed
+    os.utime(first)                                  # touching a notebook reruns it
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "a_first ... ok" in printed and "b_reader ... ok" in printed
+    assert "size: <b>9</b>" in (out / "index.html").read_text()
+
+    assert main(["run", "--profile", prof, "--out", str(out), "--force"]) == 0
+    assert capsys.readouterr().out.count("... cached") == 0
+    (out / "a_first.html").unlink()                  # a lost report is a miss
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "a_first ... ok" in printed and "b_reader ... cached" in printed
+
+
+def test_failed_runs_are_never_cached(tmp_path, capsys):
+    flag = tmp_path / "fail"
+    flag.write_text("x")
+    nb = _notebook(tmp_path / "f.ipynb", f"import os\nassert not os.path.exists({str(flag)!r}), 'flag set'")
+    prof = _profile(tmp_path, [{"name": "f", "notebook": nb}])
+    out = tmp_path / "r"
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 1
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 1
+    assert capsys.readouterr().out.count("failed in") == 2
+    assert not (out / ".cache" / "f.json").exists()
+
+
+def test_written_outputs_are_checked_before_reuse(tmp_path, capsys):
+    models = tmp_path / "models"
+    nb = _notebook(tmp_path / "w.ipynb", "from pathlib import Path\nPath(model_path).parent.mkdir(exist_ok=True)\n"
+                   "Path(model_path).write_text('weights')",
+                   params=f'output_dir = "x"\nmodel_path = "{models}/w.keras"')
+    prof = _profile(tmp_path, [{"name": "w", "notebook": nb}])
+    out = tmp_path / "r"
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    (models / "w.keras").unlink()                    # the model it wrote is gone: run it again
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("w ... ok") == 2 and (models / "w.keras").exists()
+
+
+def test_code_free_report_and_key_figure_thumbnail(tmp_path):
+    nb = _notebook(tmp_path / "plot.ipynb", "import matplotlib.pyplot as plt\nSECRET_CODE = 1\n"
+                   "plt.plot([0, 1], [0, 1]); plt.show()")
+    prof = _profile(tmp_path, [{"name": "plot", "notebook": nb}])
+    out = tmp_path / "r"
+    assert main(["run", "--profile", prof, "--out", str(out)]) == 0
+    assert "SECRET_CODE" in (out / "plot.html").read_text()
+    assert "SECRET_CODE" not in (out / "plot.report.html").read_text()
+    from PIL import Image
+    thumb = Image.open(out / "thumbs" / "plot.png")
+    assert thumb.width <= 320 and "thumbs/plot.png" in (out / "index.html").read_text()

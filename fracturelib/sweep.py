@@ -1,0 +1,186 @@
+"""Parameter sweeps: the Cartesian product of ``--grid`` values, each combination an independent
+job (its own folder, parameters, models and reports) submitted to a ``concurrent.futures``
+executor: local processes by default, or a Dask distributed cluster (``Client.get_executor()``)
+when a scheduler address is given, so the same sweep runs on many machines without new code.
+The sweep index has one row per combination with its parameters and key figures, and a plot of
+the main metric (with its confidence interval) against the first swept parameter.
+"""
+from __future__ import annotations
+
+import html
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from .profiles import ProfileError, Run, check_overrides, notebook_parameters, parse_overrides
+from .run_cache import MODEL_SUFFIXES
+
+#: "0.742 (0.692-0.792)" as notebooks record a figure with its 95% CI.
+CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\(\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
+
+
+def grid(specs: list[str]) -> list[dict]:
+    """``["image_size=128,192", "seed=1,2"]`` -> the 4 combinations, values read as YAML."""
+    axes = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not values.strip():
+            raise ProfileError(f"--grid {spec!r}: expected KEY=V1,V2,... e.g. --grid seed=1,2,3")
+        name = name.strip()
+        axes[name] = [parse_overrides([f"{name}={v.strip()}"])[name] for v in values.split(",")]
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def folder_name(combo: dict) -> str:
+    text = "_".join(f"{k}-{v}" for k, v in combo.items())
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text)[:120] or "run"
+
+
+def localised(runs: list[Run], folder: Path) -> list[Run]:
+    """The runs with every model file they read or write moved into ``folder/models`` (so that
+    parallel combinations never share or overwrite a model); 04 then reads the models its own
+    combination's 02 wrote, because both name the same file."""
+    out = []
+    for run in runs:
+        params = {**notebook_parameters(run), **run.parameters}
+        moved = {k: str(folder / "models" / Path(v).name) for k, v in params.items()
+                 if isinstance(v, str) and v.endswith(MODEL_SUFFIXES)}
+        out.append(Run(run.name, run.notebook, {**run.parameters, **moved}))
+    return out
+
+
+def job(runs: list[Run], folder: str, params: dict, label: str) -> dict:
+    """Run one combination (in a worker process or on a Dask worker); a row for the sweep index."""
+    from .runner import run_runs
+
+    folder = Path(folder)
+    results = run_runs(localised(runs, folder), folder, label, params, echo=lambda *a, **k: None)
+    return {"folder": str(folder), "parameters": params,
+            "runs": [{"name": r.run.name, "status": r.status, "seconds": round(r.seconds, 1),
+                      "figures": r.figures} for r in results]}
+
+
+@contextmanager
+def executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
+    """Local processes, or the Dask cluster at ``scheduler`` (e.g. ``tcp://host:8786``)."""
+    if scheduler:
+        try:
+            from dask.distributed import Client
+        except ImportError:
+            raise ProfileError("--scheduler needs Dask: pip install 'fracturelib[cluster]'") from None
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as e:
+            raise ProfileError(f"--scheduler {scheduler}: cannot reach it ({e}); start one with "
+                               "`dask scheduler` (see README, Sweeps)") from None
+        with client:
+            ex = client.get_executor(pure=False)
+            yield ex
+            ex.shutdown(wait=True)
+        return
+    import multiprocessing as mp
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as ex:
+        yield ex
+
+
+def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dict | None = None,
+              workers: int = 1, scheduler: str | None = None, label: str = "", echo=print) -> Path:
+    """Run every combination of ``specs`` over ``runs``; write and return the sweep index."""
+    combos = grid(specs)
+    for c in combos:
+        check_overrides(runs, {**(extra or {}), **c})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with executor(workers, scheduler) as ex:
+        futures = [ex.submit(job, runs, str(out / folder_name(c)), {**(extra or {}), **c}, label)
+                   for c in combos]
+        rows = []
+        for c, f in zip(combos, futures):
+            try:
+                rows.append(f.result())
+            except Exception as e:  # noqa: BLE001 - a combination that crashed is a row, not an abort
+                rows.append({"folder": str(out / folder_name(c)), "parameters": c,
+                             "runs": [{"name": "-", "status": "failed", "seconds": 0,
+                                       "figures": {}, "error": f"{type(e).__name__}: {e}"}]})
+            echo(f"{folder_name(c)}: " + ", ".join(f"{r['name']} {r['status']}" for r in rows[-1]["runs"]))
+    return write_sweep_index(rows, out, [s.partition("=")[0].strip() for s in specs])
+
+
+def main_metric(rows: list[dict]) -> str | None:
+    """The first figure recorded with a confidence interval (e.g. 02's test ROC-AUC)."""
+    for row in rows:
+        for run in row["runs"]:
+            for k, v in run["figures"].items():
+                if CI_FIGURE.match(str(v)):
+                    return k
+    return None
+
+
+def _plot(rows: list[dict], swept: list[str], metric: str, target: Path) -> Path | None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = []
+    for row in rows:
+        for run in row["runs"]:
+            m = CI_FIGURE.match(str(run["figures"].get(metric, "")))
+            if m:
+                pts.append((row["parameters"], *map(float, m.groups())))
+    if not pts:
+        return None
+    x_name = swept[0]
+    others = swept[1:]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    series = {}
+    for p, v, lo, hi in pts:
+        series.setdefault(tuple(p[o] for o in others), []).append((p[x_name], v, lo, hi))
+    for k, s in series.items():
+        s.sort(key=lambda t: (str(type(t[0])), t[0]))
+        xs = [str(t[0]) for t in s]
+        ys = [t[1] for t in s]
+        err = [[t[1] - t[2] for t in s], [t[3] - t[1] for t in s]]
+        name = ", ".join(f"{o}={v}" for o, v in zip(others, k)) or metric
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=name)
+    ax.set_xlabel(x_name)
+    ax.set_ylabel(f"{metric} (95% CI)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return target
+
+
+def write_sweep_index(rows: list[dict], out: Path, swept: list[str]) -> Path:
+    """``sweep.json`` (machine-readable), ``sweep.png`` and ``index.html`` in ``out``."""
+    (out / "sweep.json").write_text(json.dumps(rows, indent=1, default=str))
+    metric = main_metric(rows)
+    plot = _plot(rows, swept, metric, out / "sweep.png") if metric else None
+    body = []
+    for row in rows:
+        folder = Path(row["folder"]).name
+        params = "<br>".join(f"{html.escape(str(k))} = <b>{html.escape(str(v))}</b>"
+                             for k, v in row["parameters"].items())
+        for run in row["runs"]:
+            figs = "<br>".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in run["figures"].items())
+            body.append(f"<tr><td><a href='{html.escape(folder)}/index.html'>{html.escape(folder)}</a></td>"
+                        f"<td>{params}</td><td>{html.escape(run['name'])}</td><td>{run['status']}</td>"
+                        f"<td>{run['seconds']:.0f} s</td><td>{figs}</td>"
+                        f"<td>{html.escape(run.get('error', ''))}</td></tr>")
+    img = f"<p><img src='sweep.png' alt='{html.escape(metric or '')}'></p>" if plot else ""
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fracturelib sweep</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:6px 10px;border-bottom:1px solid #ddd;
+vertical-align:top;text-align:left}}table{{border-collapse:collapse}}</style></head><body>
+<h1>Sweep over {html.escape(', '.join(swept))}</h1><p>{len(rows)} runs; main metric:
+<b>{html.escape(metric or 'none recorded')}</b>.</p>{img}
+<table><tr><th>run</th><th>parameters</th><th>notebook</th><th>status</th><th>duration</th>
+<th>key figures</th><th>error</th></tr>{''.join(body)}</table></body></html>"""
+    p = out / "index.html"
+    tmp = p.with_name(".index.html.tmp")
+    tmp.write_text(page)
+    tmp.replace(p)
+    return p
