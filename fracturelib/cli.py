@@ -107,9 +107,9 @@ def cmd_run(a) -> int:
     if a.grid:
         import json
 
-        from .sweep import folder_name, grid, run_sweep
+        from .sweep import grid, run_sweep, sweep_folder
         runs = select(a.profile, only)
-        out = prepare_output(a.out) / f"sweep_{folder_name({s.partition('=')[0]: '' for s in a.grid})}"
+        out = prepare_output(a.out) / sweep_folder(a.grid)
         grid(a.grid)                                   # a malformed --grid fails before anything runs
         index = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
         print(f"sweep index: {index}")

@@ -79,7 +79,7 @@ def parse_overrides(pairs: list[str]) -> dict:
         if not sep or not k.strip():
             raise ProfileError(f"-p {kv!r}: expected KEY=VALUE, e.g. -p epochs=3")
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = yaml.safe_load(v) if v.strip() else ""     # "-p data_dir=" is empty text
         except yaml.YAMLError as e:
             raise ProfileError(f"-p {kv!r}: the value is not valid YAML ({_one_line(e)})") from None
     return out

@@ -19,8 +19,12 @@ from pathlib import Path
 from .profiles import ProfileError, Run, check_overrides, notebook_parameters, parse_overrides
 from .run_cache import MODEL_SUFFIXES
 
-#: "0.742 (0.692-0.792)" as notebooks record a figure with its 95% CI.
-CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\(\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
+#: "0.742 (95% CI 0.692-0.792)" as notebooks record a figure (evaluate.format_ci).
+CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\((?:95% CI)?\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
+
+
+#: Seconds to wait for a Dask scheduler before saying it cannot be reached.
+CONNECT_TIMEOUT = 30
 
 
 def grid(specs: list[str]) -> list[dict]:
@@ -33,6 +37,11 @@ def grid(specs: list[str]) -> list[dict]:
         name = name.strip()
         axes[name] = [parse_overrides([f"{name}={v.strip()}"])[name] for v in values.split(",")]
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def sweep_folder(specs: list[str]) -> str:
+    """``sweep_image_size_seed`` for ``--grid image_size=... --grid seed=...``."""
+    return "sweep_" + folder_name({s.partition("=")[0].strip(): None for s in specs}).replace("-None", "")
 
 
 def folder_name(combo: dict) -> str:
@@ -73,7 +82,7 @@ def executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
         except ImportError:
             raise ProfileError("--scheduler needs Dask: pip install 'fracturelib[cluster]'") from None
         try:
-            client = Client(scheduler, timeout=30)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT)
         except OSError as e:
             raise ProfileError(f"--scheduler {scheduler}: cannot reach it ({e}); start one with "
                                "`dask scheduler` (see README, Sweeps)") from None

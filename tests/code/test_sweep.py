@@ -1,0 +1,77 @@
+"""Sweeps: the Cartesian product of --grid values, each an independent job on local processes or a
+Dask distributed cluster (a LocalCluster on 127.0.0.1 here), and the sweep index (issue 12)."""
+import json
+
+import pytest
+
+from fracturelib.cli import main
+from fracturelib.profiles import ProfileError, Run
+from fracturelib.sweep import grid, localised, write_sweep_index
+
+# the ci profile's 02 without its second (transfer) model and with one epoch: ~15 s a run
+FAST = ["-p", "transfer_backbone=", "-p", "epochs=1"]
+
+
+def test_grid_is_the_cartesian_product_with_yaml_values():
+    assert grid(["image_size=128,192", "seed=1,2"]) == [
+        {"image_size": 128, "seed": 1}, {"image_size": 128, "seed": 2},
+        {"image_size": 192, "seed": 1}, {"image_size": 192, "seed": 2}]
+    assert grid(["backbone=mobilenetv2,efficientnet_lite0"])[1] == {"backbone": "efficientnet_lite0"}
+    with pytest.raises(ProfileError, match="expected KEY=V1,V2"):
+        grid(["seed"])
+
+
+def test_each_combination_gets_its_own_model_files(tmp_path):
+    runs = [Run("02", "02_binary_cnn", {"model_path": "/shared/binary_cnn.keras"}),
+            Run("04", "04_gradcam", {"binary_model": "/shared/binary_cnn.keras"})]
+    a, b = localised(runs, tmp_path / "seed-1"), localised(runs, tmp_path / "seed-2")
+    assert a[0].parameters["model_path"] == a[1].parameters["binary_model"] == str(tmp_path / "seed-1/models/binary_cnn.keras")
+    assert a[1].parameters["localiser_path"] != b[1].parameters["localiser_path"]   # notebook defaults too
+    assert a[0].parameters["transfer_model_path"].startswith(str(tmp_path / "seed-1"))
+
+
+def test_sweep_index_rows_and_plot(tmp_path):
+    rows = [{"folder": str(tmp_path / f"seed-{s}"), "parameters": {"seed": s},
+             "runs": [{"name": "02", "status": "ok", "seconds": 3,
+                       "figures": {"test_roc_auc": f"0.{70 + s} (95% CI 0.6{s}-0.8{s})", "n_test": 9}}]}
+            for s in (1, 2)]
+    index = write_sweep_index(rows, tmp_path, ["seed"])
+    page = index.read_text()
+    assert page.count("<tr><td>") == 2 and "main metric:\n<b>test_roc_auc</b>" in page
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def _check_two_rows(out):
+    sweep = out / "sweep_seed"
+    rows = json.loads((sweep / "sweep.json").read_text())
+    assert [r["parameters"]["seed"] for r in rows] == [1, 2]
+    assert all(r["runs"][0]["status"] == "ok" and "test_roc_auc" in r["runs"][0]["figures"] for r in rows)
+    assert (sweep / "seed-1" / "models" / "binary_cnn.keras").exists()
+    assert (sweep / "seed-2" / "02_binary_cnn.html").exists()
+    assert (sweep / "index.html").read_text().count("<tr><td>") == 2
+
+
+@pytest.mark.slow
+def test_sweep_on_local_processes(tmp_path, capsys):
+    assert main(["run", "--profile", "ci", "--only", "02", "--grid", "seed=1,2", "--workers", "2",
+                 "--out", str(tmp_path), *FAST]) == 0
+    _check_two_rows(tmp_path)
+    assert "sweep index:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_sweep_on_a_dask_cluster(tmp_path):
+    from dask.distributed import LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        assert main(["run", "--profile", "ci", "--only", "02", "--grid", "seed=1,2",
+                     "--scheduler", cluster.scheduler_address, "--out", str(tmp_path), *FAST]) == 0
+    _check_two_rows(tmp_path)
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("fracturelib.sweep.CONNECT_TIMEOUT", 2)
+    assert main(["run", "--profile", "ci", "--only", "02", "--grid", "seed=1,2", "--scheduler",
+                 "tcp://127.0.0.1:9", "--out", str(tmp_path), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --scheduler tcp://127.0.0.1:9: cannot reach it") and err.count("\n") == 1
