@@ -7,7 +7,7 @@ export PYTHONHASHSEED := 0
 # Keras' cache (downloaded ImageNet files, converted EfficientNet-Lite weights): ~/.keras unless you set KERAS_HOME.
 export KERAS_HOME ?= $(HOME)/.keras
 
-.PHONY: test reports bench clean venv test-fast lint
+.PHONY: test reports bench clean venv test-fast lint tensorboard
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
@@ -24,7 +24,7 @@ $(BIN)/.installed: pyproject.toml
 test: export FRACTURELIB_OFFLINE := 1
 test: venv lint
 	$(BIN)/python -m pytest -q tests
-	FRACTURELIB_PROFILE=ci $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+	FRACTURELIB_PROFILE=ci FRACTURELIB_QUIET=1 $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
 
 lint: venv
 	$(BIN)/ruff check fracturelib tests bench scripts
@@ -34,6 +34,10 @@ test-fast: venv
 
 reports: venv
 	$(BIN)/fracturelib run --profile quick --out reports
+
+# training curves of every run (written by notebooks 02 and 03 into their artifacts folders)
+tensorboard: venv
+	$(BIN)/tensorboard --logdir reports/artifacts
 
 bench: venv
 	$(BIN)/python bench/pipeline.py

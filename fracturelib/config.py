@@ -7,6 +7,8 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
+#: Where the project lives (the Colab badges and the Colab setup cell clone it from here).
+REPO_URL = "https://github.com/fracturelib/fracturelib"
 DATASET_DIR = PROJECT_DIR / "dataset"
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 REPORTS_DIR = PROJECT_DIR / "reports"

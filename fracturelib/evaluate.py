@@ -5,6 +5,8 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from .progress import bar
+
 
 def _binary_at(y, p, thr):
     pred = (p >= thr).astype(int)
@@ -37,7 +39,7 @@ def bootstrap(y, p, fn, n_boot: int = 1000, seed: int = 0, stratified: bool = Tr
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratified else [np.arange(len(y))]
     rows = []
-    for _ in range(n_boot):
+    for _ in bar(range(n_boot), "bootstrap"):
         idx = np.concatenate([rng.choice(g, len(g), replace=True) for g in groups])
         rows.append(fn(y[idx], p[idx]))
     return pd.DataFrame(rows)

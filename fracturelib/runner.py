@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import config, run_cache
 from .profiles import PROFILE_ENV, ProfileError, Run, check_overrides, load_profile, notebook_parameters, notebook_path
+from .progress import QUIET_ENV
 from .report_index import write_index
 
 
@@ -110,6 +111,8 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     status, error = "ok", ""
     env_before = os.environ.get(PROFILE_ENV)
     os.environ.pop(PROFILE_ENV, None)        # the runner's own parameters win over any profile
+    quiet_before = os.environ.get(QUIET_ENV)
+    os.environ[QUIET_ENV] = "1"              # no progress bars in reports and logs
     log = out_dir / f"{run.name}.log"
     saved_fd = _redirect_stderr(log)   # the kernel's own stderr (TF/absl start-up lines) -> log
     try:
@@ -125,6 +128,8 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
         _restore_stderr(saved_fd)
         if env_before is not None:
             os.environ[PROFILE_ENV] = env_before
+        if quiet_before is None:
+            os.environ.pop(QUIET_ENV, None)
     seconds = time.perf_counter() - t0
     if nb_out.exists():
         _to_html(nb_out, html_out)

@@ -42,12 +42,16 @@ class _Timer:
         self.cb = T()
 
 
-def callbacks(monitor: str, patience: int, checkpoint: str | Path | None = None) -> list:
-    """Early stopping on ``monitor`` (mode max, best weights restored) and, when ``checkpoint``
-    is given, the best epoch saved there: the one setup every training loop here uses."""
+def callbacks(monitor: str, patience: int, checkpoint: str | Path | None = None,
+              logs: str | Path | None = None) -> list:
+    """Early stopping on ``monitor`` (mode max, best weights restored); when ``checkpoint`` is
+    given, the best epoch saved there; when ``logs`` is given, TensorBoard logs written there
+    (``make tensorboard`` shows them): the one setup every training loop here uses."""
     import keras
     cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
                                          restore_best_weights=True)]
+    if logs:
+        cbs.append(keras.callbacks.TensorBoard(str(logs), profile_batch=0))
     if checkpoint:
         Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
         cbs.append(keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode="max",
@@ -57,15 +61,20 @@ def callbacks(monitor: str, patience: int, checkpoint: str | Path | None = None)
 
 def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = None,
         class_weight: dict | None = None, monitor: str = "val_auc", patience: int = 5,
-        verbose: int = 2):
+        verbose: int = 2, logs: str | Path | None = None):
     """Train with early stopping on ``monitor`` (mode max) and the best weights restored.
 
-    Returns the Keras History, with ``history.epoch_times`` (seconds per epoch) added.
+    Returns the Keras History, with ``history.epoch_times`` (seconds per epoch) added. A model
+    built under a multi-worker strategy is trained by :func:`distribute.fit_multiworker`.
     """
+    from . import distribute
+    if distribute.is_multiworker(model):
+        return distribute.fit_multiworker(model, train_ds, val_ds, epochs, class_weight, monitor,
+                                          patience, checkpoint)
 
     timer = _Timer()
     h = model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-                  callbacks=[*callbacks(monitor, patience, checkpoint), timer.cb], verbose=verbose)
+                  callbacks=[*callbacks(monitor, patience, checkpoint, logs), timer.cb], verbose=verbose)
     h.epoch_times = timer.cb.epoch_times
     return h
 

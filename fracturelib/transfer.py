@@ -13,6 +13,7 @@ from .backbones import (  # noqa: F401 - re-exported for callers of the old tran
     preprocess_layer,
 )
 from .kerasutil import layer_output
+from .progress import keras_verbose
 
 
 def mirror(x):
@@ -107,11 +108,21 @@ def _task(model, classes):
     return "sparse_categorical_crossentropy", ["accuracy"], "val_accuracy"
 
 
+def _arrays(x, y, batch_size: int, seed: int | None = None):
+    """Cached features as a batched dataset, reshuffled each epoch when ``seed`` is given."""
+    import tensorflow as tf
+    ds = tf.data.Dataset.from_tensor_slices((x.astype("float32"), y))
+    if seed is not None:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size)
+
+
 def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: int = 3,
               phase1_epochs: int = 40, phase2_epochs: int = 10, fine_tune_layers: int | str = 30,
               lr_head: float = 1e-3, lr_fine: float = 1e-4, batch_size: int = 32,
               class_weight: dict | None = None, patience: int = 6, checkpoint=None,
-              seed: int = config.SEED, verbose: int = 2, flip_features: bool = True) -> dict:
+              seed: int = config.SEED, verbose: int = 2, flip_features: bool = True,
+              logs=None) -> dict:
     """Two phases, binary (one sigmoid unit, monitored by validation AUC) or multiclass
     (validation accuracy).
 
@@ -121,7 +132,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     Phase 2 (``phase2_epochs`` > 0): the top of the backbone (``fine_tune_layers``, see
     :func:`unfreeze_top`) trained end to end on augmented images at ``lr_fine`` with a cosine
     decay; BatchNorm frozen in inference mode. Early stopping with the best weights restored;
-    phase 2 is undone when it does not beat phase 1 on validation.
+    phase 2 is undone when it does not beat phase 1 on validation. ``logs``: a folder for the
+    TensorBoard logs of both phases (``head/``, ``fine_tune/``).
 
     Returns:
         Timings, images/s, the histories, the best validation scores of both phases and the
@@ -132,26 +144,26 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     import keras
 
     from .data.pipeline import labels_for, make_dataset
-    from .train import callbacks
+    from .train import fit
     loss, metrics, monitor = _task(model, classes)
     y_tr, y_va = labels_for(train_rows, classes), labels_for(val_rows, classes)
     feats = features_model(model)
     t = time.perf_counter()
     tr_images = make_dataset(train_rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
-    f_tr = feats.predict(tr_images, verbose=0).mean(axis=(1, 2))
+    f_tr = feats.predict(tr_images, verbose=keras_verbose()).mean(axis=(1, 2))
     f_va = feats.predict(make_dataset(val_rows, classes, image_size, channels, batch_size,
-                                      with_labels=False, cache=False), verbose=0).mean(axis=(1, 2))
+                                      with_labels=False, cache=False), verbose=keras_verbose()).mean(axis=(1, 2))
     t_feat = time.perf_counter() - t
     pooled = {"train": f_tr, "val": f_va}
     if flip_features:    # mirrored copies of the training images: a label-preserving augmentation
-        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(mirror), verbose=0).mean(axis=(1, 2))])
+        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(mirror), verbose=keras_verbose()).mean(axis=(1, 2))])
         y_tr = np.concatenate([y_tr, y_tr])
     head = head_model(model)
     head.compile(keras.optimizers.Adam(lr_head), loss, metrics=metrics)
     t = time.perf_counter()
-    h1 = head.fit(f_tr, y_tr, validation_data=(f_va, y_va), epochs=phase1_epochs,
-                  batch_size=batch_size, class_weight=class_weight,
-                  callbacks=callbacks(monitor, patience), verbose=0, shuffle=True)
+    h1 = fit(head, _arrays(f_tr, y_tr, batch_size, seed), _arrays(f_va, y_va, batch_size),
+             phase1_epochs, class_weight=class_weight, monitor=monitor, patience=patience, verbose=0,
+             logs=logs and f"{logs}/head")
     t_head = time.perf_counter() - t
     out = {"monitor": monitor, "features_seconds": t_feat,
            "features_img_per_s": (len(f_tr) + len(f_va)) / t_feat,
@@ -167,8 +179,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
         schedule = keras.optimizers.schedules.CosineDecay(lr_fine, steps)
         model.compile(keras.optimizers.Adam(schedule), loss, metrics=metrics)
         t = time.perf_counter()
-        h2 = model.fit(tr, validation_data=va, epochs=phase2_epochs, class_weight=class_weight,
-                       callbacks=callbacks(monitor, patience, checkpoint), verbose=verbose)
+        h2 = fit(model, tr, va, phase2_epochs, checkpoint, class_weight, monitor, patience, verbose,
+                 logs=logs and f"{logs}/fine_tune")
         out["phase2_seconds"] = time.perf_counter() - t
         out["phase2_img_per_s"] = len(train_rows) * len(h2.history["loss"]) / out["phase2_seconds"]
         out["phase2_history"] = h2.history
@@ -197,7 +209,7 @@ def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size:
     ds = make_dataset(rows, None, image_size, channels, batch_size, with_labels=False, cache=False)
     if not len(rows):
         return np.zeros((0, fm.output.shape[-1]), "float32")
-    return fm.predict(ds, verbose=0).mean(axis=(1, 2))
+    return fm.predict(ds, verbose=keras_verbose()).mean(axis=(1, 2))
 
 
 def linear_probe(train_features, train_labels, C: float = 0.03, class_weight: str | None = "balanced"):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import config
+from .. import progress as progress_bars
 from . import duplicates, fracatlas
 from .imageio import check_image
 from .layout import discover
@@ -63,15 +64,16 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MIN_CORRELATION,
-                   workers: int = 4, progress: bool = False) -> pd.DataFrame:
-    """Scan ``root``: discover the layout, check every file, hash it, group duplicates."""
+                   workers: int = 4, progress: bool | None = None) -> pd.DataFrame:
+    """Scan ``root``: discover the layout, check every file, hash it, group duplicates.
+    ``progress``: a bar (None: in an interactive notebook only, see :mod:`fracturelib.progress`)."""
     layout = discover(root)
     it = layout.entries
     with ThreadPoolExecutor(max_workers=workers) as pool:
         rows = pool.map(lambda e: _row(e, layout.root), it)  # in order, each row never raises
-        if progress:
+        if progress or progress is None and progress_bars.enabled():
             from tqdm.auto import tqdm
-            rows = tqdm(rows, total=len(it), desc=f"scan {layout.root.name}", unit="file")
+            rows = tqdm(rows, total=len(it), desc=f"scan {layout.root.name}", unit="file", leave=False)
         results = list(rows)
     df = pd.DataFrame([r for _, r in results], columns=COLUMNS)
     thumbs = {i: t for i, (t, _) in enumerate(results) if t is not None}

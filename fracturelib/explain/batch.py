@@ -7,23 +7,28 @@ import pandas as pd
 
 from ..data.imageio import read_image
 from ..data.pipeline import load_images
+from ..progress import bar
 from .gradcam import gradcam, heatmap_to_image
 from .localisation import region_mask
 
 
 def heatmaps(model, card: dict, rows: pd.DataFrame, method: str = "gradcam",
-             class_index: int | None = None) -> tuple[list[np.ndarray], np.ndarray]:
-    """Heatmaps resized to each row's image (width x height), and the model outputs.
-    ``method``: a gradient CAM (``gradcam.CAM_METHODS``) or ``scorecam``."""
+             class_index: int | None = None, batch: int = 32) -> tuple[list[np.ndarray], np.ndarray]:
+    """Heatmaps resized to each row's image (width x height), and the model outputs, ``batch``
+    images at a time. ``method``: a gradient CAM (``gradcam.CAM_METHODS``) or ``scorecam``."""
     size, channels = int(card["image_size"]), int(card["channels"])
-    x = load_images(rows, size, channels)
-    if method == "scorecam":
-        from .scorecam import scorecam
-        cams, out = scorecam(model, x, class_index=class_index)
-    else:
-        cams, out = gradcam(model, x, class_index=class_index, method=method)
-    heats = [heatmap_to_image(c, int(w), int(h), size) for c, w, h in zip(cams, rows["width"], rows["height"])]
-    return heats, out
+    heats, outs = [], []
+    for s in bar(range(0, len(rows), batch), f"{method} over {len(rows)} images"):
+        part = rows.iloc[s:s + batch]
+        x = load_images(part, size, channels)
+        if method == "scorecam":
+            from .scorecam import scorecam
+            cams, out = scorecam(model, x, class_index=class_index)
+        else:
+            cams, out = gradcam(model, x, class_index=class_index, method=method)
+        heats += [heatmap_to_image(c, int(w), int(h), size) for c, w, h in zip(cams, part["width"], part["height"])]
+        outs.append(np.asarray(out))
+    return heats, (np.concatenate(outs) if outs else np.zeros((0, 1)))
 
 
 def expert_masks(rows: pd.DataFrame, boxes: dict, use: str = "boxes") -> list[np.ndarray]:

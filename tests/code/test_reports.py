@@ -113,3 +113,35 @@ def test_code_free_report_and_key_figure_thumbnail(tmp_path):
     from PIL import Image
     thumb = Image.open(out / "thumbs" / "plot.png")
     assert thumb.width <= 320 and "thumbs/plot.png" in (out / "index.html").read_text()
+
+
+def test_progress_bars_in_notebooks_not_in_papermill_runs(tmp_path, monkeypatch):
+    import sys
+
+    from fracturelib import progress
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "ipykernel", sys)        # as inside a notebook kernel
+    items = range(3)
+    assert progress.bar(items, "x") is not items and progress.keras_verbose() == 1
+    monkeypatch.setenv(progress.QUIET_ENV, "1")
+    assert progress.bar(items, "x") is items and progress.keras_verbose() == 0
+    nb = _notebook(tmp_path / "q.ipynb", "import os\nfrom fracturelib.reports import record\n"
+                   "record(output_dir, quiet=os.environ.get('FRACTURELIB_QUIET'))")
+    monkeypatch.delenv(progress.QUIET_ENV)
+    out = tmp_path / "r"
+    assert main(["run", "--profile", _profile(tmp_path, [{"name": "q", "notebook": nb}]), "--out", str(out)]) == 0
+    assert "quiet: <b>1</b>" in (out / "index.html").read_text()
+    import os
+    assert progress.QUIET_ENV not in os.environ                  # restored after the run
+
+
+def test_tensorboard_logs_are_written(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from fracturelib import models, train
+    m = models.build_binary_cnn(32, 1)
+    x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 1)).astype("float32")
+    ds = tf.data.Dataset.from_tensor_slices((x, np.arange(16) % 2)).batch(8)
+    train.fit(m, ds, ds, epochs=1, logs=tmp_path / "tb", verbose=0)
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))

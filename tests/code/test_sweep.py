@@ -25,7 +25,8 @@ def test_each_combination_gets_its_own_model_files(tmp_path):
     runs = [Run("02", "02_binary_cnn", {"model_path": "/shared/binary_cnn.keras"}),
             Run("04", "04_gradcam", {"binary_model": "/shared/binary_cnn.keras"})]
     a, b = localised(runs, tmp_path / "seed-1"), localised(runs, tmp_path / "seed-2")
-    assert a[0].parameters["model_path"] == a[1].parameters["binary_model"] == str(tmp_path / "seed-1/models/binary_cnn.keras")
+    mine = str(tmp_path / "seed-1/models/binary_cnn.keras")
+    assert a[0].parameters["model_path"] == a[1].parameters["binary_model"] == mine
     assert a[1].parameters["localiser_path"] != b[1].parameters["localiser_path"]   # notebook defaults too
     assert a[0].parameters["transfer_model_path"].startswith(str(tmp_path / "seed-1"))
 
