@@ -60,8 +60,12 @@ def global_batch(batch_size: int, strategy) -> int:
 
 
 def describe(strategy) -> str:
-    return (f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replica(s) "
-            f"on {', '.join(getattr(strategy.extended, 'worker_devices', ())) or 'the default device'}")
+    """"MirroredStrategy: 2 replica(s) on /job:localhost/.../CPU:0, ..." for the notebook."""
+    try:
+        devices = ", ".join(strategy.extended.worker_devices)
+    except RuntimeError:                  # the default strategy has no device list
+        devices = "the default device"
+    return f"{type(strategy).__name__}: {strategy.num_replicas_in_sync} replica(s) on {devices}"
 
 
 def is_multiworker(model) -> bool:

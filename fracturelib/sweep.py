@@ -70,7 +70,7 @@ def job(runs: list[Run], folder: str, params: dict, label: str) -> dict:
     results = run_runs(localised(runs, folder), folder, label, params, echo=lambda *a, **k: None)
     return {"folder": str(folder), "parameters": params,
             "runs": [{"name": r.run.name, "status": r.status, "seconds": round(r.seconds, 1),
-                      "figures": r.figures} for r in results]}
+                      "figures": r.figures, "error": r.error} for r in results]}
 
 
 @contextmanager

@@ -36,6 +36,9 @@ def test_names_and_auto_without_devices_or_cluster(monkeypatch):
     assert distribute.resolve("auto") == "multiworker"
     with pytest.raises(ValueError, match="choose one of auto, mirrored, multiworker, none"):
         distribute.resolve("tpu")
+    monkeypatch.delenv("TF_CONFIG")
+    s = distribute.make_strategy("auto")
+    assert distribute.global_batch(32, s) == 32 and "1 replica(s) on the default device" in distribute.describe(s)
 
 
 @pytest.mark.slow
