@@ -60,7 +60,7 @@ def folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
-def _resolve(value: str) -> Path:
+def resolve_path(value: str) -> Path:
     """Notebooks run in notebooks/: their relative paths are relative to it."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else (config.NOTEBOOKS_DIR / p).resolve()
@@ -72,7 +72,7 @@ def _model_inputs(params: dict) -> dict:
 
 
 def output_folders(params: dict) -> list[Path]:
-    return sorted({_resolve(v).parent for k, v in params.items()
+    return sorted({resolve_path(v).parent for k, v in params.items()
                    if k.endswith(OUTPUT_SUFFIX) and isinstance(v, str) and v})
 
 
@@ -82,11 +82,11 @@ def key(notebook: Path, params: dict, source: str | None = None) -> str:
              "parameters": {k: v for k, v in params.items() if k != "output_dir"},
              "source": source or source_digest()}
     data = {k: v for k, v in params.items() if k.endswith("data_dir") and isinstance(v, str)}
-    parts["data"] = {k: folder_digest(_resolve(v) if v else config.DATASET_DIR)
+    parts["data"] = {k: folder_digest(resolve_path(v) if v else config.DATASET_DIR)
                      for k, v in sorted(data.items())}
     parts["models"] = {}
     for k, v in sorted(_model_inputs(params).items()):
-        p = _resolve(v)
+        p = resolve_path(v)
         parts["models"][k] = [file_digest(p), file_digest(p.with_suffix(".json"))]
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .profiles import ProfileError, Run, check_overrides, notebook_parameters, parse_overrides
-from .run_cache import MODEL_SUFFIXES
+from .run_cache import MODEL_SUFFIXES, OUTPUT_SUFFIX, resolve_path
 
 #: "0.742 (95% CI 0.692-0.792)" as notebooks record a figure (evaluate.format_ci).
 CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\((?:95% CI)?\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
@@ -50,14 +50,17 @@ def folder_name(combo: dict) -> str:
 
 
 def localised(runs: list[Run], folder: Path) -> list[Run]:
-    """The runs with every model file they read or write moved into ``folder/models`` (so that
-    parallel combinations never share or overwrite a model); 04 then reads the models its own
-    combination's 02 wrote, because both name the same file."""
+    """The runs with every model file the sweep writes moved into ``folder/models`` (so that
+    parallel combinations never share or overwrite a model). A model one run writes and another
+    reads (02's model for 04) moves for both; a model no run of the sweep writes (sweeping 04
+    alone) is read where it is."""
+    full = [{**notebook_parameters(r), **r.parameters} for r in runs]
+    written = {resolve_path(v) for p in full for k, v in p.items()
+               if k.endswith(OUTPUT_SUFFIX) and isinstance(v, str) and v.endswith(MODEL_SUFFIXES)}
     out = []
-    for run in runs:
-        params = {**notebook_parameters(run), **run.parameters}
+    for run, params in zip(runs, full):
         moved = {k: str(folder / "models" / Path(v).name) for k, v in params.items()
-                 if isinstance(v, str) and v.endswith(MODEL_SUFFIXES)}
+                 if isinstance(v, str) and v.endswith(MODEL_SUFFIXES) and resolve_path(v) in written}
         out.append(Run(run.name, run.notebook, {**run.parameters, **moved}))
     return out
 

@@ -29,6 +29,9 @@ def test_each_combination_gets_its_own_model_files(tmp_path):
     assert a[0].parameters["model_path"] == a[1].parameters["binary_model"] == mine
     assert a[1].parameters["localiser_path"] != b[1].parameters["localiser_path"]   # notebook defaults too
     assert a[0].parameters["transfer_model_path"].startswith(str(tmp_path / "seed-1"))
+    alone = localised([runs[1]], tmp_path / "tol-5")            # sweeping 04 alone: 02's model stays
+    assert alone[0].parameters["binary_model"] == "/shared/binary_cnn.keras"
+    assert alone[0].parameters["localiser_path"].startswith(str(tmp_path / "tol-5"))
 
 
 def test_sweep_index_rows_and_plot(tmp_path):
