@@ -108,9 +108,9 @@ def cmd_run(a) -> int:
         import json
 
         from .sweep import grid, run_sweep, sweep_folder
+        grid(a.grid)                                   # a malformed --grid fails before anything runs
         runs = select(a.profile, only)
         out = prepare_output(a.out) / sweep_folder(a.grid)
-        grid(a.grid)                                   # a malformed --grid fails before anything runs
         index = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
         print(f"sweep index: {index}")
         rows = json.loads((index.parent / "sweep.json").read_text())

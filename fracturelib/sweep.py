@@ -21,8 +21,6 @@ from .run_cache import MODEL_SUFFIXES, OUTPUT_SUFFIX, resolve_path
 
 #: "0.742 (95% CI 0.692-0.792)" as notebooks record a figure (evaluate.format_ci).
 CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\((?:95% CI)?\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
-
-
 #: Seconds to wait for a Dask scheduler before saying it cannot be reached.
 CONNECT_TIMEOUT = 30
 
@@ -41,7 +39,8 @@ def grid(specs: list[str]) -> list[dict]:
 
 def sweep_folder(specs: list[str]) -> str:
     """``sweep_image_size_seed`` for ``--grid image_size=... --grid seed=...``."""
-    return "sweep_" + folder_name({s.partition("=")[0].strip(): None for s in specs}).replace("-None", "")
+    names = "_".join(s.partition("=")[0].strip() for s in specs)
+    return "sweep_" + re.sub(r"[^A-Za-z0-9._-]+", "-", names)[:120]
 
 
 def folder_name(combo: dict) -> str:
