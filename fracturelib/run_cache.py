@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import config
+from .data.duplicates import sha256_file
 
 #: Parameter values that name model files (read when the parameter is an input).
 MODEL_SUFFIXES = (".keras", ".npz")
@@ -24,11 +25,7 @@ OUTPUT_SUFFIX = "_path"
 
 
 def file_digest(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return "missing"
+    return sha256_file(path) or "missing"
 
 
 def source_digest() -> str:

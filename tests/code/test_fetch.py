@@ -23,7 +23,19 @@ def _archive(n_fractured=3, n_non=4) -> bytes:
     return buf.getvalue()
 
 
-class Server:
+class _Loopback:
+    """A ThreadingHTTPServer on 127.0.0.1 (``self.httpd``) served from a thread inside ``with``."""
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Server(_Loopback):
     """Serves one body; ``cut_first`` requests are broken off half-way (a flaky network)."""
 
     def __init__(self, body: bytes, cut_first: int = 0, honour_range: bool = True):
@@ -56,13 +68,6 @@ class Server:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/files/43283628"
 
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def test_fetch_unpacks_and_counts(tmp_path):
@@ -124,7 +129,7 @@ def test_cli_fetch_exit_codes(tmp_path, capsys):
     assert "expected 4083" in capsys.readouterr().err
 
 
-class Hostile:
+class Hostile(_Loopback):
     """A loopback server whose handler misbehaves on purpose; ``script`` maps the request number
     (0, 1, ...) to a function(handler) that answers it."""
 
@@ -145,13 +150,6 @@ class Hostile:
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/f"
 
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _send(body: bytes, status=200, length=None, cut=None):
