@@ -247,37 +247,32 @@ def test_short_content_length_is_caught_by_the_zip_check_and_recovered(tmp_path)
     assert (tmp_path / "FracAtlas").is_dir()
 
 
-def test_trickling_server_is_given_up(tmp_path):
+def _drip(chunk: bytes, times: int, pause: float = 0.1):
+    """A server that promises 100,000 bytes and sends ``chunk`` every ``pause`` seconds."""
     import time
 
-    def trickle(h):
+    def answer(h):
         h.send_response(200)
         h.send_header("Content-Length", "100000")
         h.end_headers()
-        for _ in range(40):
-            h.wfile.write(b"x")
+        for _ in range(times):
+            h.wfile.write(chunk)
             h.wfile.flush()
-            time.sleep(0.1)
+            time.sleep(pause)
+    return answer
+
+
+def test_trickling_server_is_given_up(tmp_path):
+    import time
 
     t0 = time.monotonic()
-    with Hostile(trickle) as s, pytest.raises(FetchError, match="slower than"):
+    with Hostile(_drip(b"x", 40)) as s, pytest.raises(FetchError, match="slower than"):
         _fetch(tmp_path, s.url, retries=1, min_speed=1000, window=0.5)
     assert time.monotonic() - t0 < 4
 
 
 def test_overall_deadline(tmp_path):
-    import time
-
-    def slow(h):
-        h.send_response(200)
-        h.send_header("Content-Length", "100000")
-        h.end_headers()
-        for _ in range(30):
-            h.wfile.write(b"x" * 100)
-            h.wfile.flush()
-            time.sleep(0.1)
-
-    with Hostile(slow) as s, pytest.raises(FetchError, match="deadline"):
+    with Hostile(_drip(b"x" * 100, 30)) as s, pytest.raises(FetchError, match="deadline"):
         _fetch(tmp_path, s.url, retries=3, deadline=0.5, min_speed=1)
 
 
