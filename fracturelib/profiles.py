@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +59,17 @@ def notebook_path(run: Run) -> Path:
 
 
 def notebook_parameters(run: Run) -> dict:
-    """Name -> default value of the notebook's ``parameters`` cell (papermill's own reading)."""
+    """Name -> default value of the notebook's ``parameters`` cell (papermill's own reading).
+    Read once per notebook version: the checks, the cache key and the sweep all ask for it."""
+    path = notebook_path(run)
+    return dict(_parameters(str(path), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters(path: str, _mtime_ns: int) -> dict:
     import papermill as pm
 
-    found = pm.inspect_notebook(str(notebook_path(run)))
+    found = pm.inspect_notebook(path)
     out = {}
     for name, spec in found.items():
         try:
