@@ -105,15 +105,12 @@ def cmd_run(a) -> int:
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     extra = parse_overrides(a.param)
     if a.grid:
-        import json
-
         from .sweep import grid, run_sweep, sweep_folder
         grid(a.grid)                                   # a malformed --grid fails before anything runs
         runs = select(a.profile, only)
         out = prepare_output(a.out) / sweep_folder(a.grid)
-        index = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
+        index, rows = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
         print(f"sweep index: {index}")
-        rows = json.loads((index.parent / "sweep.json").read_text())
         return 0 if all(r["status"] in ("ok", "cached") for row in rows for r in row["runs"]) else 1
     results = run_all(a.profile, only, a.out, extra, force=a.force)
     return 0 if all(r.status in ("ok", "cached") for r in results) else 1

@@ -99,8 +99,10 @@ def executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
 
 
 def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dict | None = None,
-              workers: int = 1, scheduler: str | None = None, label: str = "", echo=print) -> Path:
-    """Run every combination of ``specs`` over ``runs``; write and return the sweep index."""
+              workers: int = 1, scheduler: str | None = None, label: str = "",
+              echo=print) -> tuple[Path, list[dict]]:
+    """Run every combination of ``specs`` over ``runs``; write the sweep index and return its path
+    with the rows (one per combination, each with its runs' status and figures)."""
     combos = grid(specs)
     for c in combos:
         check_overrides(runs, {**(extra or {}), **c})
@@ -118,7 +120,7 @@ def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dic
                              "runs": [{"name": "-", "status": "failed", "seconds": 0,
                                        "figures": {}, "error": f"{type(e).__name__}: {e}"}]})
             echo(f"{folder_name(c)}: " + ", ".join(f"{r['name']} {r['status']}" for r in rows[-1]["runs"]))
-    return write_sweep_index(rows, out, [s.partition("=")[0].strip() for s in specs])
+    return write_sweep_index(rows, out, [s.partition("=")[0].strip() for s in specs]), rows
 
 
 def main_metric(rows: list[dict]) -> str | None:
