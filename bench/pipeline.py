@@ -28,8 +28,8 @@ def main() -> None:
     from fracturelib import config
     from fracturelib.data import build_manifest, usable
     from fracturelib.data.pipeline import make_dataset
-    from fracturelib.models import build_binary_cnn
-    from fracturelib.train import set_seed
+    from fracturelib.models.cnn import build_binary_cnn
+    from fracturelib.models.train import set_seed
 
     set_seed(0, deterministic=False)
     df = usable(build_manifest(a.data or config.DEFAULT_FRACATLAS))

@@ -26,22 +26,23 @@ def main() -> None:
 
     import numpy as np
 
-    from fracturelib import config, localiser, models
+    from fracturelib import config
+    from fracturelib.app.predict import Predictor
     from fracturelib.data import build_manifest, usable
     from fracturelib.explain.batch import heatmaps
-    from fracturelib.predict import Predictor
+    from fracturelib.models import cards, cnn, localiser
 
     tmp = tempfile.mkdtemp()
     path = a.model
     if path is None:
-        m = models.build_binary_cnn(128, 1)
-        path = models.save_model(m, os.path.join(tmp, "bench.keras"),
+        m = cnn.build_binary_cnn(128, 1)
+        path = cards.save_model(m, os.path.join(tmp, "bench.keras"),
                                  {"classes": list(config.BINARY_CLASSES), "image_size": 128,
                                   "channels": 1, "preprocessing": "bench"})
     loc_path = a.localiser
     if loc_path is None:
         loc, _ = localiser.build(320, 1, weights="imagenet")
-        loc_path = models.save_model(loc, os.path.join(tmp, "loc.keras"), {"classes": ["fracture"], "image_size": 320,
+        loc_path = cards.save_model(loc, os.path.join(tmp, "loc.keras"), {"classes": ["fracture"], "image_size": 320,
                                                                           "channels": 1, "preprocessing": "bench"})
     df = usable(build_manifest(config.DEFAULT_FRACATLAS))
     images = list(df["path"][: a.runs + 3])

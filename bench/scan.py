@@ -44,7 +44,7 @@ def main() -> None:
             lookalikes(Path(tmp), n)
             before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             t0 = time.perf_counter()
-            out = subprocess.run([sys.executable, "-m", "fracturelib.cli", "scan", tmp, "--quiet"],
+            out = subprocess.run([sys.executable, "-m", "fracturelib.app.cli", "scan", tmp, "--quiet"],
                                  capture_output=True, text=True, check=True).stdout
             secs = time.perf_counter() - t0
             peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -26,8 +26,8 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from fracturelib import models, transfer
-    from fracturelib.train import set_seed
+    from fracturelib.models import cnn, transfer
+    from fracturelib.models.train import set_seed
 
     set_seed(0, deterministic=False)
     rng = np.random.default_rng(0)
@@ -35,7 +35,7 @@ def main() -> None:
     x_big = rng.uniform(0, 255, (a.images, a.size, a.size, 1)).astype("float32")
     x_cnn = rng.uniform(0, 255, (a.images, a.cnn_size, a.cnn_size, 1)).astype("float32")
 
-    cnn = models.build_binary_cnn(a.cnn_size, 1)
+    cnn = cnn.build_binary_cnn(a.cnn_size, 1)
     lite, desc = transfer.build_transfer_model(1, "efficientnet_lite0", a.size, 1, "imagenet")
     feats = transfer.features_model(lite)
     tuned, _ = transfer.build_transfer_model(1, "efficientnet_lite0", a.size, 1, "imagenet")

@@ -36,11 +36,11 @@ def main() -> None:
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
 
-    from fracturelib import backbones
     from fracturelib.data import build_manifest, manifest_hash
     from fracturelib.data.pipeline import make_dataset
     from fracturelib.data.splits import assign_splits
-    from fracturelib.train import set_seed
+    from fracturelib.models import backbones
+    from fracturelib.models.train import set_seed
 
     fb = backbones.FRACATLAS_BACKBONE
     size = fb["image_size"]

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from .schema import usable
+from fracturelib.data.schema import usable
 
 
 def sha256_file(path) -> str:
@@ -89,7 +89,7 @@ def near_pairs(df: pd.DataFrame, thumbs: dict | None = None, min_correlation: fl
     cols = ["i", "j", "distance", "mirrored", "correlation"]
     ok = usable(df)[lambda d: d["phash"].astype(bool)]
     if thumbs is None:
-        from .imageio import check_image
+        from fracturelib.data.imageio import check_image
         thumbs = {i: thumbnail(check_image(p).image) for i, p in zip(ok.index, ok["path"])}
     ok = ok[ok.index.isin(list(thumbs))]
     if len(ok) < 2:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .. import config
+from fracturelib import config
 
 # Our own pixel limit (config.MAX_PIXELS) is checked on the header; PIL's process-wide
 # decompression-bomb guard is left as the user has it (never switched off at import).

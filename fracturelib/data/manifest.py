@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from .. import config
-from .. import progress as progress_bars
-from . import duplicates, fracatlas
-from .imageio import check_image
-from .layout import discover
-from .schema import COLUMNS, usable  # noqa: F401 - usable is part of this module's API
+from fracturelib import config
+from fracturelib import progress as progress_bars
+from fracturelib.data import duplicates, fracatlas
+from fracturelib.data.imageio import check_image
+from fracturelib.data.layout import discover
+from fracturelib.data.schema import COLUMNS, usable  # noqa: F401 - usable is part of this module's API
 
 
 def _row(entry, root: Path) -> tuple:

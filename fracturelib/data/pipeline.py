@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import config
-from .imageio import check_image
+from fracturelib import config
+from fracturelib.data.imageio import check_image
 
 
 def converted_path(path: str, sha256: str) -> str:
@@ -79,7 +79,7 @@ def make_dataset(df: pd.DataFrame, classes, image_size: int = 128, channels: int
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment:
-        from .augment import augmenter
+        from fracturelib.data.augment import augmenter
         aug = augmenter(seed)
         if with_labels:
             ds = ds.map(lambda x, y: (aug(x, training=True), y), num_parallel_calls=AUTOTUNE)

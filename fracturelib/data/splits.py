@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .. import config
-from .schema import usable
+from fracturelib import config
+from fracturelib.data.schema import usable
 
 
 def group_ids(df: pd.DataFrame) -> pd.Series:
@@ -85,7 +85,7 @@ def split_from_card(manifest: pd.DataFrame, card: dict) -> pd.DataFrame:
 
     Raises ValueError when the manifest is not the one the card records.
     """
-    from .manifest import manifest_hash
+    from fracturelib.data.manifest import manifest_hash
     data = card.get("data", {})
     sp = data.get("split")
     if not sp:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..data.imageio import read_image
-from ..data.pipeline import load_images
-from ..progress import bar
-from .gradcam import gradcam, heatmap_to_image
-from .localisation import region_mask
+from fracturelib.data.geometry import heatmap_to_image
+from fracturelib.data.imageio import read_image
+from fracturelib.data.pipeline import load_images
+from fracturelib.explain.gradcam import gradcam
+from fracturelib.explain.localisation import region_mask
+from fracturelib.progress import bar
 
 
 def heatmaps(model, card: dict, rows: pd.DataFrame, method: str = "gradcam",
@@ -22,7 +23,7 @@ def heatmaps(model, card: dict, rows: pd.DataFrame, method: str = "gradcam",
         part = rows.iloc[s:s + batch]
         x = load_images(part, size, channels)
         if method == "scorecam":
-            from .scorecam import scorecam
+            from fracturelib.explain.scorecam import scorecam
             cams, out = scorecam(model, x, class_index=class_index)
         else:
             cams, out = gradcam(model, x, class_index=class_index, method=method)
@@ -50,9 +51,9 @@ def gray_images(rows: pd.DataFrame) -> list[np.ndarray]:
 def cams_at_input(model, images: np.ndarray, method: str = "gradcam", class_index: int | None = None) -> np.ndarray:
     """Heatmaps of ``method`` (a gradient CAM or ``scorecam``) at the model's input resolution
     (N, S, S), as the faithfulness curves need them."""
-    from .faithfulness import to_input
+    from fracturelib.explain.faithfulness import to_input
     if method == "scorecam":
-        from .scorecam import scorecam
+        from fracturelib.explain.scorecam import scorecam
         cams, _ = scorecam(model, images, class_index=class_index)
     else:
         cams, _ = gradcam(model, images, class_index=class_index, method=method)

@@ -67,7 +67,7 @@ def faithfulness_table(model, images: np.ndarray, heats: np.ndarray, cls: int, s
                        n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Deletion and insertion areas (mean over images, 95% CI) for the heatmap order and a random
     order. A faithful map: deletion area below random, insertion area above."""
-    from ..evaluate import mean_ci
+    from fracturelib.metrics.evaluate import mean_ci
     rows = {}
     for order in ("heat", "random"):
         for kind in ("deletion", "insertion"):

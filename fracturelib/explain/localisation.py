@@ -93,7 +93,7 @@ def localisation_scores(heats, masks, tolerance: int = 15, threshold: float = 0.
 
 def summarise_localisation(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Mean of each score with a 95% bootstrap CI over images, beside its baselines."""
-    from ..evaluate import mean_ci
+    from fracturelib.metrics.evaluate import mean_ci
     chance = {"pointing": "pointing_chance", "energy": "area_share", "iou": None}
     rows = []
     for k, label in (("pointing", "pointing game (hit rate)"), ("energy", "energy in box"),
@@ -141,7 +141,7 @@ def verdict(table: pd.DataFrame, n_images: int, tolerance: int, who: str = "the 
 def by_region(per_image: dict, rows: pd.DataFrame, regions=None, score: str = "pointing") -> pd.DataFrame:
     """Mean ``score`` per body region (FracAtlas' dataset.csv flags) for each (model, method) of
     ``per_image`` (scores aligned with ``rows``), with the number of images per region."""
-    from ..data.fracatlas import REGIONS
+    from fracturelib.data.fracatlas import REGIONS
     present = [r for r in (regions or REGIONS[:4]) if r in rows]
     flags = {r: rows[r].fillna(0).to_numpy(float) == 1 for r in present}
     table = pd.DataFrame(

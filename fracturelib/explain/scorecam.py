@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kerasutil import layer_output
-from .faithfulness import class_scores
-from .gradcam import find_target_layer
+from fracturelib.explain.faithfulness import class_scores
+from fracturelib.explain.gradcam import find_target_layer
+from fracturelib.models.kerasutil import layer_output
 
 
 def scorecam(model, images, class_index: int | None = None, layer: str | None = None,

@@ -4,7 +4,7 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from fracturelib import calibration, delong, evaluate
+from fracturelib.metrics import calibration, delong, evaluate
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fracturelib.cli import main
+from fracturelib.app.cli import main
 
 
 def _err(capsys) -> str:

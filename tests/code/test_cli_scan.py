@@ -1,4 +1,4 @@
-from fracturelib.cli import main
+from fracturelib.app.cli import main
 from tests.conftest import BAD_CORPUS, write_tree
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fracturelib import evaluate
+from fracturelib.metrics import evaluate
 
 
 def test_binary_metrics_by_hand():
@@ -44,7 +44,7 @@ def test_threshold_needs_positives():
 
 
 def test_paired_auc_difference_finds_a_real_gap_and_no_gap():
-    from fracturelib import evaluate
+    from fracturelib.metrics import evaluate
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
     weak, strong = y + rng.normal(0, 1.5, 400), y + rng.normal(0, 0.5, 400)
@@ -57,7 +57,7 @@ def test_paired_auc_difference_finds_a_real_gap_and_no_gap():
 
 
 def test_compare_binary_reports_each_model_at_its_own_validation_threshold():
-    from fracturelib import evaluate
+    from fracturelib.metrics import evaluate
     y = {"val": np.array([0, 0, 1, 1]), "test": np.array([0, 0, 0, 1, 1, 1])}
     p = {"val": np.array([0.1, 0.2, 0.6, 0.9]), "test": np.array([0.1, 0.3, 0.7, 0.6, 0.8, 0.9])}
     t = evaluate.compare_binary({"m": (p, 0.65)}, y, n_boot=50)

@@ -6,7 +6,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from fracturelib.cli import main
+from fracturelib.app.cli import main
 from fracturelib.data.fetch import FetchError, fetch_fracatlas
 from tests.conftest import xray_like
 

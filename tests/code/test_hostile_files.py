@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from fracturelib.cli import main
+from fracturelib.app.cli import main
 from fracturelib.data import build_manifest, discover, imageio
 from fracturelib.data.duplicates import candidate_pairs, near_pairs, phash_pair, thumbnail
 from tests.conftest import write_tree, xray_like

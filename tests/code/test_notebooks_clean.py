@@ -46,7 +46,7 @@ def _colab_cell(path) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_open_in_colab_badge_and_key_figure(path):
-    from fracturelib.colab import badge_url
+    from fracturelib.workflow.colab import badge_url
     first = "".join(_cells(path)[0]["source"])
     assert "colab-badge.svg" in first and f"({badge_url(path.stem)})" in first
     tagged = [c for c in _cells(path) if "key-figure" in c["metadata"].get("tags", [])]
@@ -72,8 +72,8 @@ def test_colab_setup_cell_installs_and_fetches_on_colab(tmp_path, monkeypatch):
     import sys
     import types
 
-    from fracturelib import colab
     from fracturelib.data import fetch
+    from fracturelib.workflow import colab
 
     calls = []
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))

@@ -3,7 +3,7 @@ import nbformat
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
-from fracturelib.cli import main
+from fracturelib.app.cli import main
 
 
 def _notebook(path, body, params='output_dir = "x"\nvalue = 1'):
@@ -16,7 +16,7 @@ def _notebook(path, body, params='output_dir = "x"\nvalue = 1'):
 
 def test_runner_ok_and_failed_rows(tmp_path, capsys):
     good = _notebook(tmp_path / "good.ipynb",
-                     "from fracturelib.reports import record\nrecord(output_dir, answer=value * 42)")
+                     "from fracturelib.workflow.reports import record\nrecord(output_dir, answer=value * 42)")
     bad = _notebook(tmp_path / "bad.ipynb", "raise ValueError('bad data path: /nope')")
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({"runs": [{"name": "nb_good", "notebook": good},
@@ -48,9 +48,9 @@ def test_unchanged_runs_are_cached_and_changed_inputs_rerun(tmp_path, capsys):
 
     model = tmp_path / "m.keras"
     model.write_bytes(b"v1")
-    first = _notebook(tmp_path / "first.ipynb", "from fracturelib.reports import record\n"
+    first = _notebook(tmp_path / "first.ipynb", "from fracturelib.workflow.reports import record\n"
                       "record(output_dir, answer=value)")
-    reader = _notebook(tmp_path / "reader.ipynb", "from fracturelib.reports import record\n"
+    reader = _notebook(tmp_path / "reader.ipynb", "from fracturelib.workflow.reports import record\n"
                        "record(output_dir, size=len(open(value, 'rb').read()))")
     prof = _profile(tmp_path, [{"name": "a_first", "notebook": first},
                                {"name": "b_reader", "notebook": reader, "parameters": {"value": str(model)}}])
@@ -125,7 +125,7 @@ def test_progress_bars_in_notebooks_not_in_papermill_runs(tmp_path, monkeypatch)
     assert progress.bar(items, "x") is not items and progress.keras_verbose() == 1
     monkeypatch.setenv(progress.QUIET_ENV, "1")
     assert progress.bar(items, "x") is items and progress.keras_verbose() == 0
-    nb = _notebook(tmp_path / "q.ipynb", "import os\nfrom fracturelib.reports import record\n"
+    nb = _notebook(tmp_path / "q.ipynb", "import os\nfrom fracturelib.workflow.reports import record\n"
                    "record(output_dir, quiet=os.environ.get('FRACTURELIB_QUIET'))")
     monkeypatch.delenv(progress.QUIET_ENV)
     out = tmp_path / "r"
@@ -139,8 +139,8 @@ def test_tensorboard_logs_are_written(tmp_path):
     import numpy as np
     import tensorflow as tf
 
-    from fracturelib import models, train
-    m = models.build_binary_cnn(32, 1)
+    from fracturelib.models import cnn, train
+    m = cnn.build_binary_cnn(32, 1)
     x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 1)).astype("float32")
     ds = tf.data.Dataset.from_tensor_slices((x, np.arange(16) % 2)).batch(8)
     train.fit(m, ds, ds, epochs=1, logs=tmp_path / "tb", verbose=0)

@@ -58,7 +58,7 @@ def test_overlay_gallery_and_reliability_plots(tmp_path):
     matplotlib.use("Agg")
     from PIL import Image
 
-    from fracturelib import plots
+    from fracturelib.workflow import plots
     Image.fromarray(_radiograph_with_marker()).save(tmp_path / "a.png")
     rows = pd.DataFrame({"path": [str(tmp_path / "a.png")], "relpath": ["x/a.png"], "p": [0.7]})
     fig = plots.overlay_gallery(rows, [np.ones((200, 160), np.float32)], "t", k=1)

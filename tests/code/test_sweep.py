@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from fracturelib.cli import main
-from fracturelib.profiles import ProfileError, Run
-from fracturelib.sweep import grid, localised, write_sweep_index
+from fracturelib.app.cli import main
+from fracturelib.workflow.profiles import ProfileError, Run
+from fracturelib.workflow.sweep import grid, localised, write_sweep_index
 
 # the ci profile's 02 without its second (transfer) model and with one epoch: ~15 s a run
 FAST = ["-p", "transfer_backbone=", "-p", "epochs=1"]
@@ -74,7 +74,7 @@ def test_sweep_on_a_dask_cluster(tmp_path):
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("fracturelib.sweep.CONNECT_TIMEOUT", 2)
+    monkeypatch.setattr("fracturelib.workflow.sweep.CONNECT_TIMEOUT", 2)
     assert main(["run", "--profile", "ci", "--only", "02", "--grid", "seed=1,2", "--scheduler",
                  "tcp://127.0.0.1:9", "--out", str(tmp_path), *FAST]) == 2
     err = capsys.readouterr().err

@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from fracturelib import torch_legacy as tl
+from fracturelib.models import torch_legacy as tl
 
 
 class _FakeTorch:

@@ -3,7 +3,7 @@ import json
 
 import pandas as pd
 
-from fracturelib import widget
+from fracturelib.app import widget
 from fracturelib.explain import localisation
 
 

@@ -1,7 +1,7 @@
 """EDA numbers on the real embedded data: what notebook 01 shows."""
 import pytest
 
-from fracturelib import eda
+from fracturelib.data import eda
 from fracturelib.data.splits import subset
 
 

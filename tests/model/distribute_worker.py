@@ -1,5 +1,5 @@
 """Run by tests/model/test_distribute.py in a fresh process: train the design CNN on a tiny,
-learnable problem inside a fracturelib.distribute strategy and print what happened as JSON.
+learnable problem inside a fracturelib.models.distribute strategy and print what happened as JSON.
 
     python tests/model/distribute_worker.py STRATEGY LOGICAL_CPUS
 """
@@ -19,7 +19,7 @@ def main() -> None:
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
     import keras
 
-    from fracturelib import distribute, models, train
+    from fracturelib.models import cnn, distribute, train
     keras.utils.set_random_seed(0)
     strategy = distribute.make_strategy(name)
     rng = np.random.default_rng(0)
@@ -27,7 +27,7 @@ def main() -> None:
     y = (rng.random(128) < 0.5).astype("float32")
     x[y == 1, 8:24, 8:24] += 150          # a bright square means "fractured"
     with strategy.scope():
-        model = models.build_binary_cnn(32, 1, learning_rate=3e-3)
+        model = cnn.build_binary_cnn(32, 1, learning_rate=3e-3)
     batch = distribute.global_batch(8, strategy)
     opts = tf.data.Options()
     opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fracturelib import backbones, efficientnet_lite
+from fracturelib.models import backbones, efficientnet_lite
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_architecture_matches_the_official_lite0():
 
 
 def test_every_tensor_of_the_file_is_used_exactly_once():
-    from fracturelib.torch_legacy import load_state_dict
+    from fracturelib.models.torch_legacy import load_state_dict
     name = "efficientnet_lite0"
     state = load_state_dict(efficientnet_lite.torch_weights_file(name), efficientnet_lite.SPECS[name].sha256)
     mapped = efficientnet_lite._torch_to_layers(dict(state), name)

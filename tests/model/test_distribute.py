@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fracturelib import distribute
+from fracturelib.models import distribute
 
 WORKER = str(Path(__file__).with_name("distribute_worker.py"))
 ROOT = str(Path(__file__).parents[2])

@@ -47,7 +47,7 @@ def test_the_true_map_deletes_faster_and_inserts_faster_than_random(quadrant_mod
 
 
 def test_randomising_the_weights_changes_gradcam_and_restores_the_model():
-    from fracturelib.models import build_binary_cnn
+    from fracturelib.models.cnn import build_binary_cnn
     m = build_binary_cnn(32, 1)
     x = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
     before = m.predict(x, verbose=0)

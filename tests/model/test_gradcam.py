@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from fracturelib.explain import gradcam, heatmap_to_image, letterbox, overlay
+from fracturelib.data.geometry import heatmap_to_image, letterbox, overlay
+from fracturelib.explain import gradcam
 from fracturelib.explain.localisation import localisation_scores, region_mask, summarise_localisation
 
 SIZE, MARK = 48, 6
@@ -26,7 +27,7 @@ def test_gradcam_maximum_lands_on_the_mark():
     images for Grad-CAM and 94% for Grad-CAM++; the test requires 80%."""
     import keras
 
-    from fracturelib.models import build_binary_cnn
+    from fracturelib.models.cnn import build_binary_cnn
     keras.utils.set_random_seed(0)
     x, y, _ = _mark_data(600, 0)
     model = build_binary_cnn(SIZE, 1)

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from fracturelib import localiser
 from fracturelib.explain.localisation import region_mask, score
+from fracturelib.models import localiser
 
 
 def test_targets_peak_at_the_box_centre_through_the_letterbox():

@@ -2,10 +2,11 @@
 import numpy as np
 import pytest
 
-from fracturelib import config, ood
+from fracturelib import config
 from fracturelib.data import build_manifest, usable
 from fracturelib.data.pipeline import load_images, pad_resize
 from fracturelib.data.splits import assign_splits
+from fracturelib.models import ood
 
 
 @pytest.mark.slow

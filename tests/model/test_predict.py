@@ -4,16 +4,17 @@ import os
 
 import pytest
 
-from fracturelib import config, models
-from fracturelib.cli import main
+from fracturelib import config
+from fracturelib.app.cli import main
+from fracturelib.models import cards, cnn, losses
 from tests.conftest import make_bad_corpus
 
 
 @pytest.fixture(scope="module")
 def binary_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("m")
-    m = models.build_binary_cnn(64, 1)
-    return models.save_model(m, d / "bin.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
+    m = cnn.build_binary_cnn(64, 1)
+    return cards.save_model(m, d / "bin.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
                                                    "channels": 1, "preprocessing": "test", "threshold": 0.4})
 
 
@@ -25,7 +26,7 @@ def types_model(tmp_path_factory):
     inp = keras.Input((48, 48, 3))
     x = layers.Conv2D(8, 3, activation="relu", name="conv")(layers.Rescaling(1 / 255)(inp))
     out = layers.Dense(10, activation="softmax")(layers.GlobalAveragePooling2D()(x))
-    return models.save_model(keras.Model(inp, out), d / "types.keras",
+    return cards.save_model(keras.Model(inp, out), d / "types.keras",
                              {"classes": list(config.FRACTURE_TYPES), "image_size": 48, "channels": 3,
                               "preprocessing": "test"})
 
@@ -81,7 +82,7 @@ def test_fracture_type_card(types_model, tmp_path, capsys):
 
 
 def test_every_type_has_a_full_card():
-    from fracturelib.predict import info_card
+    from fracturelib.app.predict import info_card
     for t in config.FRACTURE_TYPES:
         card = info_card(t)
         assert all(len(card[k]) > 40 for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"))
@@ -92,9 +93,9 @@ def test_every_type_has_a_full_card():
 def test_heatmap_explains_the_reported_class(tmp_path, monkeypatch, threshold, label, explained):
     """The card's threshold decides the label; Grad-CAM must explain that label, not p >= 0.5."""
     import fracturelib.explain as ex
-    from fracturelib.predict import Predictor
-    m = models.build_binary_cnn(64, 1)
-    path = models.save_model(m, tmp_path / "b.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
+    from fracturelib.app.predict import Predictor
+    m = cnn.build_binary_cnn(64, 1)
+    path = cards.save_model(m, tmp_path / "b.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
                                                        "channels": 1, "preprocessing": "test", "threshold": threshold})
     explained_by = []
     real = ex.gradcam
@@ -112,7 +113,7 @@ def test_heatmap_explains_the_reported_class(tmp_path, monkeypatch, threshold, l
 def test_default_model_is_the_one_whose_card_says_preferred(tmp_path):
     import json
 
-    from fracturelib.predict import default_model
+    from fracturelib.app.predict import default_model
     assert default_model(tmp_path) == tmp_path / "binary_cnn.keras"        # nothing trained yet
     for name, pref in (("binary_cnn", True), ("binary_transfer", False)):
         (tmp_path / f"{name}.keras").write_bytes(b"x")
@@ -127,8 +128,8 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     import numpy as np
     from PIL import Image
 
-    from fracturelib import localiser
-    from fracturelib.predict import Predictor
+    from fracturelib.app.predict import Predictor
+    from fracturelib.models import localiser
     fa, _ = _real_images()
     w, h = Image.open(fa).size
     # without a localiser beside the model: the Grad-CAM peak, inside the image
@@ -141,8 +142,8 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     last = loc.get_layer("head").get_layer("heatmap_logits")
     k, b = last.get_weights()
     last.set_weights([np.zeros_like(k), b])                   # a flat map but for one hot cell
-    loc.get_layer("head").compile("adam", localiser.focal_loss)   # as after training: saved with its loss
-    path = models.save_model(loc, tmp_path / "loc.keras", {"classes": ["fracture"], "image_size": 64, "channels": 1,
+    loc.get_layer("head").compile("adam", losses.focal_loss)   # as after training: saved with its loss
+    path = cards.save_model(loc, tmp_path / "loc.keras", {"classes": ["fracture"], "image_size": 64, "channels": 1,
                                                              "preprocessing": "test"})
     p = Predictor(binary_model, localiser_path=path)
     raw = p.localiser.predict_on_batch(np.zeros((1, 64, 64, 1), "float32"))
@@ -158,11 +159,11 @@ def test_predict_flags_a_photo_as_not_a_radiograph_and_gives_no_answer(tmp_path,
     from PIL import Image
     from sklearn.datasets import load_sample_image
 
-    from fracturelib import ood
     from fracturelib.data import build_manifest, usable
     from fracturelib.data.pipeline import load_images
-    m = models.build_binary_cnn(64, 1)
-    path = models.save_model(m, tmp_path / "bin.keras", {"task": "binary", "classes": list(config.BINARY_CLASSES),
+    from fracturelib.models import ood
+    m = cnn.build_binary_cnn(64, 1)
+    path = cards.save_model(m, tmp_path / "bin.keras", {"task": "binary", "classes": list(config.BINARY_CLASSES),
                                                           "image_size": 64, "channels": 1, "preprocessing": "test"})
     rows = usable(build_manifest(config.DEFAULT_FRACATLAS)).head(240)
     feats = ood.feature_model(1).predict(load_images(rows, ood.SIZE, 1), verbose=0)

@@ -3,8 +3,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fracturelib import backbones, models, transfer
 from fracturelib.data import build_manifest
+from fracturelib.models import backbones, cards, transfer
 from tests.conftest import write_tree
 
 SIZE = 96
@@ -132,9 +132,9 @@ def test_two_phase_training_save_load_and_gradcam(tmp_path):
     assert r["trainable_params"] > m.get_layer("classes").count_params()
     for a, b in zip(bn_before, bn.get_weights()):      # BatchNorm frozen and in inference mode
         np.testing.assert_array_equal(a, b)
-    path = models.save_model(m, tmp_path / "t.keras", {"classes": classes, "image_size": 64,
+    path = cards.save_model(m, tmp_path / "t.keras", {"classes": classes, "image_size": 64,
                                                        "channels": 3, "preprocessing": "mobilenet_v2"})
-    loaded, _ = models.load_model(path)
+    loaded, _ = cards.load_model(path)
     x = np.random.default_rng(1).random((2, 64, 64, 3)).astype("float32") * 255
     np.testing.assert_allclose(loaded.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
     cams, out = gradcam(loaded, x)
@@ -146,9 +146,9 @@ def test_saved_transfer_model_loads_in_a_fresh_process(tmp_path):
     import subprocess
     import sys
     m, _ = transfer.build_transfer_model(3, "mobilenetv2", 32, 3, "none", alpha=0.35)
-    path = models.save_model(m, tmp_path / "t.keras", {"classes": ["a", "b", "c"], "image_size": 32,
+    path = cards.save_model(m, tmp_path / "t.keras", {"classes": ["a", "b", "c"], "image_size": 32,
                                                        "channels": 3, "preprocessing": "mobilenet_v2"})
-    code = ("from fracturelib.models import load_model; m, c = load_model(%r); "
+    code = ("from fracturelib.models.cards import load_model; m, c = load_model(%r); "
             "print(m.get_layer('preprocess').backbone)" % str(path))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

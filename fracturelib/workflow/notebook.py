@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from .profiles import PROFILE_ENV, load_profile
+from fracturelib.workflow.profiles import PROFILE_ENV, load_profile
 
 
 def setup(namespace: dict, notebook: str, output_dir: str | Path) -> Path:

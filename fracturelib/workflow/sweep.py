@@ -16,8 +16,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from .profiles import ProfileError, Run, check_overrides, notebook_parameters, parse_overrides
-from .run_cache import MODEL_SUFFIXES, OUTPUT_SUFFIX, resolve_path
+from fracturelib.workflow.profiles import ProfileError, Run, check_overrides, notebook_parameters, parse_overrides
+from fracturelib.workflow.run_cache import MODEL_SUFFIXES, OUTPUT_SUFFIX, resolve_path
 
 #: "0.742 (95% CI 0.692-0.792)" as notebooks record a figure (evaluate.format_ci).
 CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\((?:95% CI)?\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
@@ -66,7 +66,7 @@ def localised(runs: list[Run], folder: Path) -> list[Run]:
 
 def job(runs: list[Run], folder: str, params: dict, label: str) -> dict:
     """Run one combination (in a worker process or on a Dask worker); a row for the sweep index."""
-    from .runner import run_runs
+    from fracturelib.workflow.runner import run_runs
 
     folder = Path(folder)
     results = run_runs(localised(runs, folder), folder, label, params, echo=lambda *a, **k: None)

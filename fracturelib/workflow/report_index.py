@@ -15,7 +15,7 @@ STYLE = ("body{font-family:sans-serif;margin:2em}td,th{padding:6px 10px;border-b
 def _status(r) -> str:
     if r.status != "cached":
         return r.status
-    from .run_cache import age
+    from fracturelib.workflow.run_cache import age
     return f"cached<br><small>{age(time.time() - r.finished)} old</small>"
 
 

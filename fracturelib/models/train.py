@@ -67,7 +67,7 @@ def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = No
     Returns the Keras History, with ``history.epoch_times`` (seconds per epoch) added. A model
     built under a multi-worker strategy is trained by :func:`distribute.fit_multiworker`.
     """
-    from . import distribute
+    from fracturelib.models import distribute
     if distribute.is_multiworker(model):
         return distribute.fit_multiworker(model, train_ds, val_ds, epochs, class_weight, monitor,
                                           patience, checkpoint)

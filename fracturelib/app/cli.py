@@ -23,8 +23,8 @@ def _print_table(title: str, t) -> None:
 
 
 def cmd_scan(a) -> int:
-    from .data import build_manifest, summary, usable, write_manifest
-    from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
+    from fracturelib.data import build_manifest, summary, usable, write_manifest
+    from fracturelib.data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
     if a.out and Path(a.out).is_dir():
         raise IsADirectoryError(f"--out {a.out}: is a folder; give a file name, e.g. {a.out}/manifest.csv")
     df = build_manifest(a.path, progress=not a.quiet)
@@ -72,7 +72,7 @@ def cmd_scan(a) -> int:
 
 
 def cmd_fetch(a) -> int:
-    from .data.fetch import FetchError, fetch_fracatlas
+    from fracturelib.data.fetch import FetchError, fetch_fracatlas
     try:
         root = fetch_fracatlas(a.dest, url=a.url, expected_images=a.expected_images or None,
                                progress=not a.quiet, retries=a.retries, archive=a.archive)
@@ -86,7 +86,7 @@ def cmd_fetch(a) -> int:
 def cmd_predict(a) -> int:
     import json
 
-    from .predict import Predictor, format_result, predict_many
+    from fracturelib.app.predict import Predictor, format_result, predict_many
     predictor = Predictor(a.model, localiser_path=a.localiser)
     results = predict_many(predictor, a.images, a.gradcam_dir)
     if a.json:
@@ -100,12 +100,12 @@ def cmd_predict(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from .profiles import parse_overrides
-    from .runner import prepare_output, run_all, select
+    from fracturelib.workflow.profiles import parse_overrides
+    from fracturelib.workflow.runner import prepare_output, run_all, select
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     extra = parse_overrides(a.param)
     if a.grid:
-        from .sweep import grid, run_sweep, sweep_folder
+        from fracturelib.workflow.sweep import grid, run_sweep, sweep_folder
         grid(a.grid)                                   # a malformed --grid fails before anything runs
         runs = select(a.profile, only)
         out = prepare_output(a.out) / sweep_folder(a.grid)
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write the manifest (CSV) here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_scan)
-    from .data.fetch import FRACATLAS_IMAGES, FRACATLAS_URL
+    from fracturelib.data.fetch import FRACATLAS_IMAGES, FRACATLAS_URL
     f = sub.add_parser("fetch", help="download a full public dataset")
     f.add_argument("dataset", choices=["fracatlas"])
     f.add_argument("--dest", required=True)
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=cmd_predict)
-    from . import config
+    from fracturelib import config
     r = sub.add_parser("run", help="execute the notebooks with papermill and write HTML reports")
     r.add_argument("--profile", default="quick", help="quick (embedded data), full, ci, or a YAML path")
     r.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 01,02")
@@ -166,10 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple:
     """Exceptions that mean a mistake in what the user asked for: one line, no traceback."""
-    from .data.imageio import ImageError
-    from .data.layout import LayoutError
-    from .models import ModelCardError
-    from .profiles import ProfileError
+    from fracturelib.data.imageio import ImageError
+    from fracturelib.data.layout import LayoutError
+    from fracturelib.models.cards import ModelCardError
+    from fracturelib.workflow.profiles import ProfileError
     return (LayoutError, ImageError, ModelCardError, ProfileError, FileNotFoundError,
             FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)
 

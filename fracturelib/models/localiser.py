@@ -21,7 +21,7 @@ STRIDE = 8
 def tap_layers(backbone, name: str = "efficientnet_lite0") -> list[str]:
     """Names of the stride-8, stride-16 and stride-32 outputs of an EfficientNet-Lite ``backbone``
     (registry ``name``): the last layer of stages 2 and 4, and the head's activation."""
-    from . import efficientnet_lite
+    from fracturelib.models import efficientnet_lite
     ends = {}
     for layer in backbone.layers:
         if layer.name.startswith("block"):
@@ -48,7 +48,7 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     import keras
     from keras import layers
 
-    from . import backbones
+    from fracturelib.models import backbones
     if image_size % 32:
         raise ValueError(f"image_size {image_size}: use a multiple of 32")
     base = backbones.build_backbone(backbone, weights, input_shape=(image_size, image_size, 3))
@@ -72,23 +72,10 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     return keras.Model(inp, out, name="fracture_localiser"), head
 
 
-def focal_loss(y_true, logits):
-    """CenterNet's penalty-reduced pixel-wise focal loss (alpha 2, beta 4), per positive, computed
-    from logits (log-sigmoid): clipping probabilities instead kills the gradient of a saturated
-    map, and the head then never recovers."""
-    from keras import ops
-    p = ops.sigmoid(logits)
-    pos = ops.cast(y_true >= 0.999, p.dtype)
-    pos_loss = ops.log_sigmoid(logits) * ops.square(1 - p) * pos
-    neg_loss = ops.log_sigmoid(-logits) * ops.square(p) * ops.power(1 - y_true, 4) * (1 - pos)
-    n = ops.maximum(ops.sum(pos), 1.0)
-    return -(ops.sum(pos_loss) + ops.sum(neg_loss)) / n
-
-
 def targets(boxes_per_image, sizes, image_size: int) -> np.ndarray:
     """Stride-8 Gaussian heatmaps (N x S/8 x S/8 x 1) from COCO boxes [x, y, w, h] in each image's
     own pixels (``sizes``: (width, height)), placed where ``resize_with_pad`` puts the image."""
-    from .explain.gradcam import letterbox
+    from fracturelib.data.geometry import letterbox
     g = image_size // STRIDE
     yy, xx = np.mgrid[0:g, 0:g]
     out = np.zeros((len(sizes), g, g, 1), np.float32)
@@ -121,7 +108,8 @@ def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, 
 
     import keras
 
-    from .kerasutil import layer_outputs
+    from fracturelib.models.kerasutil import layer_outputs
+    from fracturelib.models.losses import focal_loss
     feats = keras.Model(localiser.inputs, layer_outputs(localiser, localiser.get_layer("backbone")))
     t = time.perf_counter()
     f_tr = [np.asarray(a) for a in feats.predict(train_images, batch_size=batch_size, verbose=0)]
@@ -140,7 +128,7 @@ def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, 
 
 def heatmaps(localiser, images: np.ndarray, sizes, batch_size: int = 16) -> list[np.ndarray]:
     """Heatmaps in each image's own pixel coordinates (``sizes``: (width, height))."""
-    from .explain.gradcam import heatmap_to_image
+    from fracturelib.data.geometry import heatmap_to_image
     size = localiser.input_shape[1]
     raw = (np.asarray(localiser.predict_on_batch(images)) if len(images) <= batch_size     # one image: no
            else localiser.predict(images, batch_size=batch_size, verbose=0))[..., 0]      # predict() overhead
@@ -170,7 +158,7 @@ def fit_on_split(split_rows, boxes: dict, image_size: int = 320, channels: int =
     Returns:
         (localiser, TrainResult).
     """
-    from .data.pipeline import load_images
+    from fracturelib.data.pipeline import load_images
     parts = {}
     for s in ("train", "val"):
         r = split_rows[(split_rows["split"] == s) & (split_rows["label"] == "fractured")]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .data.schema import usable
+from fracturelib.data.schema import usable
 
 
 def class_balance(counts: pd.DataFrame):
@@ -132,8 +132,8 @@ def calibration(y, p, bins: int = 10):
 def reliability(curves: dict, bins: int = 10, strategy: str = "quantile"):
     """Reliability diagrams, one panel per model: ``{name: (y, p_as_trained, p_scaled)}``
     (binary: P(positive); multiclass: top-label confidence), before and after temperature scaling."""
-    from .calibration import ece
-    from .calibration import reliability as table
+    from fracturelib.metrics.calibration import ece
+    from fracturelib.metrics.calibration import reliability as table
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4), squeeze=False)
     for ax, (name, (y, p0, p1)) in zip(axes[0], curves.items()):
         ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect")
@@ -166,8 +166,8 @@ def decision_curves(curves: dict):
 def overlay_gallery(rows: pd.DataFrame, heats, title: str, k: int = 6, caption: str = "p"):
     """Heatmap overlays of the first ``k`` rows (``heats`` aligned with ``rows``), captioned with
     the file name and ``rows[caption]``; prints a line instead when there are none."""
-    from .data.imageio import read_image
-    from .explain import overlay
+    from fracturelib.data.geometry import overlay
+    from fracturelib.data.imageio import read_image
     rows, heats = rows.head(k), list(heats)[:k]
     if not len(rows):
         print(f"none: {title}")

@@ -2,10 +2,10 @@
 
 A failing notebook still gets its (partial) HTML with the error visible and a failed row in the
 index; the others still run. Key figures come from ``<output_dir>/figures.json``, which notebooks
-write with :func:`fracturelib.notebook.record`. Each report is exported twice, with code and
+write with :func:`fracturelib.workflow.notebook.record`. Each report is exported twice, with code and
 code-free (``<name>.report.html``, nbconvert's exclude-input), with a thumbnail of its key figure
 (the first image of the cell tagged ``key-figure``). A run whose inputs did not change since its
-last success is not run again (:mod:`fracturelib.run_cache`); ``force`` reruns.
+last success is not run again (:mod:`fracturelib.workflow.run_cache`); ``force`` reruns.
 """
 from __future__ import annotations
 
@@ -16,10 +16,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, run_cache
-from .profiles import PROFILE_ENV, ProfileError, Run, check_overrides, load_profile, notebook_parameters, notebook_path
-from .progress import QUIET_ENV
-from .report_index import write_index
+from fracturelib import config
+from fracturelib.progress import QUIET_ENV
+from fracturelib.workflow import run_cache
+from fracturelib.workflow.profiles import (
+    PROFILE_ENV,
+    ProfileError,
+    Run,
+    check_overrides,
+    load_profile,
+    notebook_parameters,
+    notebook_path,
+)
+from fracturelib.workflow.report_index import write_index
 
 
 @dataclass

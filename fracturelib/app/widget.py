@@ -8,7 +8,7 @@ from pathlib import Path
 
 def choices(binary_models: list[str], types_model: str | None = None) -> dict[str, str]:
     """Menu label -> model path for the models that exist, the card's preferred binary model first."""
-    from .models import ModelCardError, read_card
+    from fracturelib.models.cards import ModelCardError, read_card
 
     def preferred(p: str) -> bool:
         try:
@@ -29,8 +29,8 @@ def upload_widget(models: dict[str, str]):
     import ipywidgets as widgets
     from IPython.display import display
 
-    from .data.imageio import ImageError
-    from .predict import Predictor, format_result
+    from fracturelib.app.predict import Predictor, format_result
+    from fracturelib.data.imageio import ImageError
     loaded: dict[str, Predictor] = {}
     which = widgets.Dropdown(options=list(models), description="model")
     upload = widgets.FileUpload(accept="image/*", multiple=False, description="X-ray")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import config
-from .data.imageio import read_image
+from fracturelib import config
+from fracturelib.data.imageio import read_image
 
 NOT_ADVICE = ("Not medical advice: this is a research model and general information; a clinician "
               "must read the radiograph.")
@@ -51,7 +51,7 @@ def prepare(path: str | Path, card: dict) -> tuple[np.ndarray, np.ndarray]:
     Any mode is accepted (grayscale, RGBA, 16-bit, CMYK, palette); broken, truncated or oversized
     files raise ImageError with the reason.
     """
-    from .data.pipeline import pad_resize
+    from fracturelib.data.pipeline import pad_resize
     img = read_image(path, channels=int(card["channels"]))
     return pad_resize(img, int(card["image_size"])).numpy()[None], img
 
@@ -62,7 +62,7 @@ class Predictor:
     def __init__(self, model_path: str | Path | None = None, localiser_path: str | Path | None = None):
         """``localiser_path``: the box-trained localiser (notebook 04); default ``localiser.keras``
         beside the model when present. Without one, "where" is answered by the Grad-CAM peak."""
-        from .models import load_model
+        from fracturelib.models.cards import load_model
         self.path = Path(model_path or default_model())
         self.model, self.card = load_model(self.path)
         self.classes = list(self.card["classes"])
@@ -71,14 +71,14 @@ class Predictor:
         ood_path = self.path.parent / OOD_FILE
         self.ood = None
         if self.card.get("task") == "binary" and ood_path.exists():     # fitted on radiographs by notebook 02
-            from . import ood
+            from fracturelib.models import ood
             self.ood = ood.Detector.load(ood_path)
             self.ood_features = ood.feature_model(1, self.ood.image_size)
 
     def _radiograph_check(self, img: np.ndarray) -> dict:
         """``in_distribution`` of the decoded image and, for inputs that do not look like
         radiographs, a warning and no fracture answer (class and confidence set to None)."""
-        from .data.pipeline import pad_resize
+        from fracturelib.data.pipeline import pad_resize
         gray = img if img.shape[-1] == 1 else np.round(img.astype(np.float32).mean(axis=-1, keepdims=True))
         g = pad_resize(gray, self.ood.image_size).numpy()[None]
         ok = bool(self.ood.in_distribution(self.ood_features.predict_on_batch(g), g)[0])
@@ -93,7 +93,8 @@ class Predictor:
         """Class, confidence, where, and an overlay PNG (``overlay_name``, default
         ``<stem>_gradcam.png``, in ``gradcam_dir`` or the current folder). An overlay that cannot be
         written is a ``warning`` in the result, not a failed prediction."""
-        from .explain import gradcam, heatmap_to_image, overlay
+        from fracturelib.data.geometry import heatmap_to_image, overlay
+        from fracturelib.explain import gradcam
         x, img = prepare(image_path, self.card)
         cams, out = gradcam(self.model, x)        # explains the arg-max / p >= 0.5 class
         if self.card.get("tta_flip"):             # chosen on validation by notebook 03
@@ -123,10 +124,10 @@ class Predictor:
         heat = heatmap_to_image(cams[0], w, h, int(self.card["image_size"]))
         where, method = heat, "gradcam"
         if self.localiser is not None:
-            from .localiser import heatmaps
+            from fracturelib.models.localiser import heatmaps
             lx, _ = prepare(image_path, self.localiser_card)
             where, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
-        from .localiser import peak
+        from fracturelib.models.localiser import peak
         result["fracture_point"] = list(peak(where))
         result["localisation"] = method
         out_dir = Path(gradcam_dir) if gradcam_dir else Path.cwd()
@@ -162,7 +163,7 @@ def overlay_names(images: list) -> list[str]:
 def predict_many(predictor: "Predictor", images: list, gradcam_dir=None) -> list[dict]:
     """Predict each image in turn; one that cannot be read is a result with an ``error`` (the file
     and the fix) and the others still run."""
-    from .data.imageio import ImageError
+    from fracturelib.data.imageio import ImageError
     results = []
     for img, name in zip(images, overlay_names(images)):
         try:

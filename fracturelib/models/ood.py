@@ -24,7 +24,7 @@ def feature_model(channels: int = 1, size: int = SIZE):
     features as a frozen EfficientNet-Lite0 transfer model's phase 1, which can be reused."""
     import keras
 
-    from . import backbones
+    from fracturelib.models import backbones
     base = backbones.build_backbone(BACKBONE, "imagenet", input_shape=(size, size, 3))
     inp = keras.Input((size, size, channels))
     x = base(backbones.preprocess_layer(BACKBONE)(inp), training=False)

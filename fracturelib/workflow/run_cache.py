@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from . import config
-from .data.duplicates import sha256_file
+from fracturelib import config
+from fracturelib.data.duplicates import sha256_file
 
 #: Parameter values that name model files (read when the parameter is an input).
 MODEL_SUFFIXES = (".keras", ".npz")

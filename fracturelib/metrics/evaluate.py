@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from .progress import bar
+from fracturelib.progress import bar
 
 
 def _binary_at(y, p, thr):

@@ -108,7 +108,7 @@ def render(card: dict) -> str:
               "- Burnt-in markers and text can act as shortcuts: see notebook 04's shortcut check.",
               "- Confidence intervals are wide on small test sets; differences inside them are not findings.",
               "- Inputs that are not radiographs are not recognised as such.", "",
-              "## How to load", "", "```python", "from fracturelib.models import load_model",
+              "## How to load", "", "```python", "from fracturelib.models.cards import load_model",
               f"model, card = load_model(\"{card.get('model_file')}\")   # checks this card and the file's hash",
               "```", "", f"Or from a terminal: `fracturelib predict IMAGE --model {card.get('model_file')}`.", ""]
     return "\n".join(lines)

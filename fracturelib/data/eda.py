@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
-from .data.fracatlas import REGIONS, VIEWS
-from .data.imageio import read_image
-from .data.schema import usable
+from fracturelib.data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
+from fracturelib.data.fracatlas import REGIONS, VIEWS
+from fracturelib.data.imageio import read_image
+from fracturelib.data.schema import usable
 
 
 def counts(df: pd.DataFrame) -> pd.DataFrame:

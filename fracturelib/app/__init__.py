@@ -1,0 +1,1 @@
+"""The user-facing layer: predict (one image -> an answer), the notebook widget, the command line."""

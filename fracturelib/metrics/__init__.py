@@ -1,0 +1,1 @@
+"""Numbers about predictions: metrics with bootstrap CIs, calibration, DeLong. Pure functions of arrays."""

@@ -1,0 +1,1 @@
+"""Running the notebooks: profiles, the papermill runner, incremental runs, sweeps, report indexes, figures."""
