@@ -7,7 +7,7 @@ export PYTHONHASHSEED := 0
 # Keras' cache (downloaded ImageNet files, converted EfficientNet-Lite weights): ~/.keras unless you set KERAS_HOME.
 export KERAS_HOME ?= $(HOME)/.keras
 
-.PHONY: test reports bench clean venv test-fast lint tensorboard
+.PHONY: test reports bench clean venv test-fast lint fuzz tensorboard
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
@@ -22,15 +22,25 @@ $(BIN)/.installed: pyproject.toml
 
 # Tests never download: `weights=auto` uses the Keras cache or EfficientNet-Lite0 ImageNet from its pip package.
 test: export FRACTURELIB_OFFLINE := 1
+# Test order is shuffled by pytest-randomly with a fixed seed (`make test TEST_ORDER_SEED=N` tries another
+# order; `TEST_ORDER_SEED=last` repeats the last one). Notebook cells run in order: they are steps, not tests.
+TEST_ORDER_SEED ?= 17
 test: venv lint
-	$(BIN)/python -m pytest -q tests
-	FRACTURELIB_PROFILE=ci FRACTURELIB_QUIET=1 $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks
+	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(TEST_ORDER_SEED) tests
+	FRACTURELIB_PROFILE=ci FRACTURELIB_QUIET=1 $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider -p no:randomly notebooks
 
+# ruff, then the layer contract (pyproject's [tool.importlinter]): data < metrics < models < explain < workflow < app
 lint: venv
 	$(BIN)/ruff check fracturelib tests bench scripts
+	$(BIN)/lint-imports --no-cache
+
+# the property-based tests with many more examples than `make test` gives them (minutes)
+fuzz: export FRACTURELIB_OFFLINE := 1
+fuzz: venv
+	FRACTURELIB_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q -p no:randomly tests -k "propert"
 
 test-fast: venv
-	$(BIN)/python -m pytest -q tests -m "not slow"
+	$(BIN)/python -m pytest -q -p no:randomly tests -m "not slow"
 
 reports: venv
 	$(BIN)/fracturelib run --profile quick --out reports

@@ -59,8 +59,8 @@ def main() -> None:
     t = time.perf_counter()
     heatmaps(p.model, p.card, rows)
     batch_rate = len(rows) / (time.perf_counter() - t)
-    print(f"model: {path} ({p.card['image_size']} px, {p.card['channels']} ch)")
-    print(f"localiser: {loc_path} ({p.localiser_card['image_size']} px)")
+    print(f"model: {path} ({p.card.image_size} px, {p.card.channels} ch)")
+    print(f"localiser: {loc_path} ({p.localiser_card.image_size} px)")
     print("predict + Grad-CAM + localiser + overlay, one image (warm): "
           f"median {1000 * statistics.median(times):.0f} ms, "
           f"p90 {1000 * float(np.quantile(times, 0.9)):.0f} ms over {len(times)} images (target <= 250 ms)")

@@ -33,12 +33,36 @@ FRACTURE_TYPES = (
 #: Binary task: index 1 is the positive class.
 BINARY_CLASSES = ("non-fractured", "fractured")
 
+# Model files, named here only: the notebooks' defaults, the profiles, `fracturelib predict` and
+# the model cards (which name their companions by these names, resolved next to the card).
+BINARY_CNN_FILE = "binary_cnn.keras"            # notebook 02, the design CNN
+BINARY_TRANSFER_FILE = "binary_transfer.keras"  # notebook 02, the ImageNet transfer model
+FRACTURE_TYPES_FILE = "fracture_types.keras"    # notebook 03
+LOCALISER_FILE = "localiser.keras"              # notebook 04, the box-trained localiser
+OOD_FILE = "ood.npz"                            # notebook 02, the "is this a radiograph?" detector
+#: The binary models `fracturelib predict` looks for, in order, when no --model is given.
+BINARY_MODELS = (BINARY_TRANSFER_FILE, BINARY_CNN_FILE)
+MODEL_FILES = (BINARY_CNN_FILE, BINARY_TRANSFER_FILE, FRACTURE_TYPES_FILE, LOCALISER_FILE, OOD_FILE)
+#: What a classifier's card names as its companions (kind -> file name beside the card).
+COMPANIONS = {"localiser": LOCALISER_FILE, "ood": OOD_FILE}
+
 
 # File validation limits.
 MIN_SIDE = 32                 # smaller than this carries no usable detail
 MAX_SIDE = 20_000             # guard against decompression bombs, checked on the header
 MAX_PIXELS = 100_000_000      # ditto, before any pixel is decoded
 DECODE_BUDGET_MB = 1024       # pixels that decoding may hold at once, all scan threads together
+# Geometry: what `scan` calls ok must fit every supported model input. The short side keeps at
+# least one pixel in a MIN_MODEL_SIZE input (resize_with_pad fails on a zero-width image).
+MIN_MODEL_SIZE = 32           # the smallest model input (px a side) that must take every ok image
+MAX_ASPECT = 20               # longer side / shorter side; <= MIN_MODEL_SIZE by construction
+# Reduced decoding (see data/imageio.py): JPEGs are decoded with libjpeg's DCT scaling (1/2, 1/4,
+# 1/8) to the smallest scale whose longer side still covers what the caller needs.
+DECODE_OVERSAMPLE = 2         # a model of S px a side is fed from a decode of >= 2*S px
+CHECK_SIDE = 512              # what scan's checks keep (pHash and near-copy thumbnails are 32 px)
+PREDICT_DISPLAY_SIDE = 2048   # `predict` overlays: images under twice this are shown at full size
+KEEP_IMAGE_MB = 64            # formats without reduced decoding: larger 8-bit images are reduced
+MAX_METADATA_MB = 4           # PNG ancillary chunks / JPEG APPn+COM beyond this are left unread
 
 # Near-duplicate detection (see data/duplicates.py): nearest-neighbour candidates among 32x32
 # thumbnails, confirmed when they correlate at least this much. Calibrated on both real datasets:
@@ -54,6 +78,12 @@ def normalise_class_name(name: str) -> str:
     Lower-case, runs of spaces/underscores/hyphens become one hyphen, and a trailing
     "fracture" word is dropped when something remains (`Avulsion fracture` -> `avulsion`).
     `Non_fractured` becomes `non-fractured`.
+
+    Args:
+        name: a class or folder name as found in a dataset.
+
+    Returns:
+        The normalised, hyphenated lower-case name.
     """
     s = re.sub(r"[\s_\-]+", "-", name.strip().lower()).strip("-")
     s = re.sub(r"-fractures?$", "", s) or s

@@ -13,12 +13,25 @@ QUIET_ENV = "FRACTURELIB_QUIET"
 
 
 def enabled() -> bool:
-    """True in an interactive notebook kernel not started by the runner."""
+    """True in an interactive notebook kernel not started by the runner.
+
+    Returns:
+        True when ``FRACTURELIB_QUIET`` is unset/empty and ``ipykernel`` is loaded, else False.
+    """
     return not os.environ.get(QUIET_ENV) and "ipykernel" in sys.modules
 
 
 def bar(iterable, desc: str = "", total: int | None = None):
-    """``iterable`` wrapped in a notebook progress bar when :func:`enabled`, else unchanged."""
+    """``iterable`` wrapped in a notebook progress bar when :func:`enabled`, else unchanged.
+
+    Args:
+        iterable: what to iterate over.
+        desc: label shown beside the bar.
+        total: number of items, for iterables without ``len``.
+
+    Returns:
+        A ``tqdm.auto`` bar over ``iterable`` (removed when done), or ``iterable`` itself.
+    """
     if not enabled():
         return iterable
     from tqdm.auto import tqdm
@@ -26,5 +39,9 @@ def bar(iterable, desc: str = "", total: int | None = None):
 
 
 def keras_verbose() -> int:
-    """``verbose`` for ``model.predict``: Keras' own bar when :func:`enabled`, else none."""
+    """``verbose`` for ``model.predict``: Keras' own bar when :func:`enabled`, else none.
+
+    Returns:
+        1 when :func:`enabled`, else 0.
+    """
     return 1 if enabled() else 0

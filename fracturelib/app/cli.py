@@ -65,8 +65,9 @@ def cmd_scan(a) -> int:
             members = zip(grp["relpath"], grp["label"])
             print(f"  group {gid}: " + "; ".join(f"{_shown(r)} [{lab}]" for r, lab in members))
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        write_manifest(df, a.out)
+        from fracturelib.files import ensure_dir, resolve_target
+        ensure_dir(resolve_target(a.out).parent, "--out")
+        write_manifest(df, a.out)            # atomic; a full or read-only disk is one error line
         print(f"\nmanifest written: {a.out}")
     return 0
 
@@ -87,7 +88,7 @@ def cmd_predict(a) -> int:
     import json
 
     from fracturelib.app.predict import Predictor, format_result, predict_many
-    predictor = Predictor(a.model, localiser_path=a.localiser)
+    predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam)
     results = predict_many(predictor, a.images, a.gradcam_dir)
     if a.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
@@ -100,10 +101,12 @@ def cmd_predict(a) -> int:
 
 
 def cmd_run(a) -> int:
-    from fracturelib.workflow.profiles import parse_overrides
+    from fracturelib.workflow.profiles import ProfileError, parse_overrides
     from fracturelib.workflow.runner import prepare_output, run_all, select
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     extra = parse_overrides(a.param)
+    if a.workers < 1:
+        raise ProfileError(f"--workers {a.workers}: must be 1 or more")
     if a.grid:
         from fracturelib.workflow.sweep import grid, run_sweep, sweep_folder
         grid(a.grid)                                   # a malformed --grid fails before anything runs
@@ -143,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--localiser", default=None, help="the box-trained localiser for 'where' (default: "
                     "localiser.keras beside the model, written by notebook 04; else the Grad-CAM peak)")
     pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
+    from fracturelib.explain import cams
+    pr.add_argument("--cam", default="gradcam", choices=cams.names(), metavar="NAME",
+                    help=f"heatmap method: {', '.join(cams.names())} (default: gradcam)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.set_defaults(func=cmd_predict)
     from fracturelib import config
@@ -175,6 +181,7 @@ def _user_errors() -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fracturelib.files import OutputError
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")    # before any subcommand imports TensorFlow
     a = build_parser().parse_args(argv)
     try:
@@ -182,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except OutputError as e:              # an output not written (full disk, read-only ...): 1 or 2
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
     except _user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ def choices(binary_models: list[str], types_model: str | None = None) -> dict[st
 
     def preferred(p: str) -> bool:
         try:
-            return bool(read_card(p).get("preferred"))
+            return read_card(p).preferred
         except ModelCardError:             # listed last; loading it says what is wrong
             return False
 

@@ -26,6 +26,15 @@ class RandomAffine(layers.Layer):
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, images, training=True):
+        """Warp each image of the batch by its own random affine transform (bilinear, zero fill).
+
+        Args:
+            images: batch (B, H, W, C), channels last.
+            training: apply the augmentation; when False the batch is returned unchanged.
+
+        Returns:
+            Tensor of the same shape as ``images``.
+        """
         if not training:
             return images
         shape = ops.shape(images)
@@ -49,15 +58,37 @@ class RandomAffine(layers.Layer):
                                           fill_mode="constant", fill_value=0)
 
     def compute_output_shape(self, input_shape):
+        """The output shape: the input's (the transform keeps the image size).
+
+        Args:
+            input_shape: shape of the input batch.
+
+        Returns:
+            ``input_shape`` unchanged.
+        """
         return input_shape
 
     def get_config(self):
+        """The layer's configuration, so a saved model reloads with the same ranges.
+
+        Returns:
+            Keras' base config plus ``rotation``, ``zoom``, ``shift``, ``flip`` and ``seed``.
+        """
         return {**super().get_config(), "rotation": self.rotation, "zoom": self.zoom,
                 "shift": self.shift, "flip": self.flip, "seed": self.seed}
 
 
 def augmenter(seed: int = 42, strength: float = 1.0) -> keras.Sequential:
-    """Small rotations, zoom, shifts, flips, brightness and contrast changes."""
+    """Small rotations, zoom, shifts, flips, brightness and contrast changes.
+
+    Args:
+        seed: seed of the affine layer (brightness and contrast use seed + 1 and seed + 2).
+        strength: multiplies every range (1.0: rotation 0.04 turn, zoom 10%, shift 6%,
+            brightness 10%, contrast 15%).
+
+    Returns:
+        A ``keras.Sequential`` named ``augment`` for pixel values in [0, 255]; active only with ``training=True``.
+    """
     s = strength
     return keras.Sequential([
         RandomAffine(0.04 * s, 0.10 * s, 0.06 * s, flip=True, seed=seed),

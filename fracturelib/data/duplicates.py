@@ -1,8 +1,9 @@
 """Exact and near-duplicate images, grouped, and the copies that cross splits or labels.
 
-Exact copies share a SHA-256 of their bytes. Near copies (resized, re-encoded, mirrored) are found
+Exact copies share a SHA-256 of their bytes. Near copies (resized, re-encoded, mirrored, turned by
+90, 180 or 270 degrees, e.g. the same pixels shown through another EXIF orientation) are found
 in two steps: candidates are each image's nearest neighbours among the 32x32 grayscale thumbnails
-(and their mirrors), found with a ball tree so that a folder of look-alikes costs n log n, not n^2;
+(and their mirrored and turned views), found with a ball tree so that a folder of look-alikes costs n log n, not n^2;
 a candidate is confirmed when the thumbnails correlate at ``min_correlation`` or more. pHash
 (`imagehash.phash`) is kept in the manifest and reported per pair. Looser rules were measured and
 rejected because they are not radiograph-safe: on FracAtlas, correlation 0.94 with pHash distance
@@ -13,23 +14,18 @@ pairs and the exact copies.
 """
 from __future__ import annotations
 
-import hashlib
-
 import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
+from fracturelib import files
 from fracturelib.data.schema import usable
 
 
 def sha256_file(path) -> str:
-    """SHA-256 of a file read in chunks (a 1.5 GB file costs a buffer, not 1.5 GB); "" if unreadable."""
-    try:
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
-    except OSError:
-        return ""
+    """SHA-256 of a file (:func:`fracturelib.files.sha256_file`); "" if unreadable."""
+    return files.sha256_file(path, default="")
 
 
 def phash_pair(im: Image.Image) -> tuple[str, str]:
@@ -57,11 +53,41 @@ def _mirror(t: np.ndarray) -> np.ndarray:
     return t.reshape(-1, THUMB, THUMB)[:, :, ::-1].reshape(len(t), -1)
 
 
+#: how each view of :func:`views` is turned from the stored image (mirror, or degrees anticlockwise)
+VIEWS = ("", "mirrored", "rotated 90", "rotated 180", "rotated 270")
+
+
+def views(t: np.ndarray) -> list[np.ndarray]:
+    """The thumbnails (n x 1024) as stored, mirrored, and turned by 90, 180 and 270 degrees.
+
+    A copy shown through EXIF orientation 3, 6 or 8 is the stored image turned, and thumbnails
+    are square, so a turned copy's thumbnail is the turned thumbnail.
+
+    Args:
+        t: thumbnails, one per row (:func:`thumbnail`).
+
+    Returns:
+        One array like ``t`` per entry of :data:`VIEWS`, in that order.
+    """
+    sq = t.reshape(-1, THUMB, THUMB)
+    turned = [np.rot90(sq, k, axes=(1, 2)).reshape(len(t), -1) for k in (1, 2, 3)]
+    return [t, _mirror(t), *turned]
+
+
 def candidate_pairs(vectors: np.ndarray, neighbours: int = 8, dims: int = 32) -> np.ndarray:
-    """Pairs (i < j, positions) of thumbnails among each other's nearest neighbours, mirrored
-    thumbnails included: a ball tree on a 32-dimensional PCA projection, so the work grows with
+    """Pairs (i < j, positions) of thumbnails among each other's nearest neighbours, mirrored and
+    turned thumbnails (:func:`views`) included: a ball tree on a 32-dimensional PCA projection, so the work grows with
     n log n and the candidates with n, however alike the images are (a group of copies larger than
-    ``neighbours`` is still joined, through its members' neighbours)."""
+    ``neighbours`` is still joined, through its members' neighbours).
+
+    Args:
+        vectors: unit-norm thumbnails, one per row.
+        neighbours: nearest neighbours asked for each view of each thumbnail.
+        dims: PCA dimensions of the search space.
+
+    Returns:
+        An (m x 2) int array of positions, each pair once.
+    """
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
 
@@ -72,7 +98,7 @@ def candidate_pairs(vectors: np.ndarray, neighbours: int = 8, dims: int = 32) ->
     z = pca.transform(vectors)
     nn = NearestNeighbors(n_neighbors=min(neighbours + 1, n), algorithm="ball_tree").fit(z)
     found = []
-    for q in (z, pca.transform(_mirror(vectors))):
+    for q in map(pca.transform, views(vectors)):
         nb = nn.kneighbors(q, return_distance=False)
         found.append(np.stack([np.repeat(np.arange(n), nb.shape[1]), nb.ravel()], axis=1))
     p = np.concatenate(found)
@@ -83,10 +109,22 @@ def candidate_pairs(vectors: np.ndarray, neighbours: int = 8, dims: int = 32) ->
 def near_pairs(df: pd.DataFrame, thumbs: dict | None = None, min_correlation: float = 0.98,
                neighbours: int = 8) -> pd.DataFrame:
     """Pairs (i < j, manifest index labels) of near copies among usable rows: nearest-neighbour
-    candidates (:func:`candidate_pairs`) whose thumbnails, one of them mirrored or not, correlate
-    at ``min_correlation`` or more. ``thumbs`` (index label -> :func:`thumbnail`) are computed
-    when not given. ``distance`` is the pHash Hamming distance, for the record."""
-    cols = ["i", "j", "distance", "mirrored", "correlation"]
+    candidates (:func:`candidate_pairs`) whose thumbnails, one of them mirrored or turned by 90,
+    180 or 270 degrees (:func:`views`) or not, correlate at ``min_correlation`` or more.
+    ``thumbs`` (index label -> :func:`thumbnail`) are computed when not given. ``view`` says how
+    ``j`` is turned to match ``i`` (:data:`VIEWS`); ``distance`` is the pHash Hamming distance,
+    for the record (-1 for turned copies: no pHash of a turned image is kept).
+
+    Args:
+        df: the manifest.
+        thumbs: index label -> thumbnail, for the usable rows.
+        min_correlation: the correlation that confirms a candidate.
+        neighbours: nearest neighbours per view in the candidate search.
+
+    Returns:
+        The confirmed pairs, columns i, j, distance, mirrored, view, correlation.
+    """
+    cols = ["i", "j", "distance", "mirrored", "view", "correlation"]
     ok = usable(df)[lambda d: d["phash"].astype(bool)]
     if thumbs is None:
         from fracturelib.data.imageio import check_image
@@ -98,14 +136,16 @@ def near_pairs(df: pd.DataFrame, thumbs: dict | None = None, min_correlation: fl
     t = np.stack([thumbs[k] for k in idx]) / THUMB      # unit vectors: dot product = correlation
     pairs = candidate_pairs(t, neighbours)
     i, j = pairs[:, 0], pairs[:, 1]
-    plain = np.einsum("nd,nd->n", t[i], t[j])
-    mirror = np.einsum("nd,nd->n", t[i], _mirror(t[j]))
-    corr, mirrored = np.maximum(plain, mirror), mirror > plain
+    corrs = np.stack([np.einsum("nd,nd->n", t[i], v) for v in views(t[j])])
+    best = corrs.argmax(axis=0)
+    corr, mirrored = corrs.max(axis=0), best == 1
     bits, mbits = _bits(ok["phash"]), _bits(ok["phash_mirror"])
     dist = np.where(mirrored, (bits[i] != mbits[j]).sum(1), (bits[i] != bits[j]).sum(1))
+    dist = np.where(best >= 2, -1, dist)
     keep = corr >= min_correlation
     return pd.DataFrame({"i": idx[i[keep]], "j": idx[j[keep]], "distance": dist[keep],
-                         "mirrored": mirrored[keep], "correlation": corr[keep]}, columns=cols)
+                         "mirrored": mirrored[keep], "view": np.array(VIEWS)[best[keep]],
+                         "correlation": corr[keep]}, columns=cols)
 
 
 def _components(n_items: list, pairs) -> dict:

@@ -11,7 +11,15 @@ from fracturelib.data.schema import usable
 
 
 def counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Usable files per class and split, with totals and each class's share."""
+    """Usable files per class and split, with totals and each class's share.
+
+    Args:
+        df: the scan manifest (``status``, ``label``, ``split`` columns).
+
+    Returns:
+        DataFrame indexed by label: one count column per split (``all`` where the dataset has no
+        split), ``total``, and ``share`` of all usable files (rounded to 3 decimals).
+    """
     ok = usable(df).assign(split=lambda d: d["split"].replace("", "all"))
     t = ok.groupby(["label", "split"]).size().unstack(fill_value=0)
     t["total"] = t.sum(axis=1)
@@ -20,6 +28,14 @@ def counts(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def size_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Width, height, aspect ratio and megapixels per class: how much resizing pads and shrinks.
+
+    Args:
+        df: the scan manifest (``width``, ``height`` in pixels, ``label``).
+
+    Returns:
+        ``describe()`` table per label (count, mean, std, min, median, max of each), rounded to 2 decimals.
+    """
     ok = usable(df).copy()
     ok["aspect"] = ok["width"] / ok["height"]
     ok["megapixels"] = ok["width"] * ok["height"] / 1e6
@@ -29,7 +45,19 @@ def size_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def intensity_stats(df: pd.DataFrame, per_class: int = 150, size: int = 128,
                     seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-image mean/std/dark-share on a sample of each class, and mean 64-bin histograms."""
+    """Per-image mean/std/dark-share on a sample of each class, and mean 64-bin histograms.
+
+    Args:
+        df: the scan manifest (``path``, ``label``).
+        per_class: images sampled per class (all when fewer).
+        size: side the grayscale images are resized to before measuring.
+        seed: sampling seed.
+
+    Returns:
+        ``(per_image, histograms)``: one row per sampled image with ``label``, ``mean``, ``std``
+        (pixel values 0-255), ``dark_share`` (< 20) and ``bright_share`` (> 235); and one column
+        per label of mean density histograms, indexed by the 64 bins' lower edges.
+    """
     import cv2
     ok = usable(df)
     rows, hists = [], {}
@@ -48,7 +76,14 @@ def intensity_stats(df: pd.DataFrame, per_class: int = 150, size: int = 128,
 
 
 def metadata_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """FracAtlas: body region, view and hardware against the label (empty dict elsewhere)."""
+    """FracAtlas: body region, view and hardware against the label (empty dict elsewhere).
+
+    Args:
+        df: the scan manifest, with FracAtlas metadata columns when present.
+
+    Returns:
+        Dict table name (``body region``, ``view``, ``hardware``, ``multiscan``) -> counts per label.
+    """
     if "hand" not in df:
         return {}
     ok = usable(df)
@@ -63,11 +98,28 @@ def metadata_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def skipped(df: pd.DataFrame) -> pd.DataFrame:
+    """The files the scan could not use, and why (so none is dropped silently).
+
+    Args:
+        df: the scan manifest.
+
+    Returns:
+        DataFrame of the rows whose ``status`` is not ``ok``: ``relpath``, ``label``, ``bytes``, ``reason``.
+    """
     return df.loc[df["status"] != "ok", ["relpath", "label", "bytes", "reason"]].reset_index(drop=True)
 
 
 def duplicate_pairs(df: pd.DataFrame, kind: str | None = None, limit: int = 8) -> list[tuple[pd.Series, pd.Series]]:
-    """Up to ``limit`` (first, other) member pairs of duplicate groups, optionally of one kind."""
+    """Up to ``limit`` (first, other) member pairs of duplicate groups, optionally of one kind.
+
+    Args:
+        df: the scan manifest with ``dup_group`` (-1 for none) and ``dup_kind``.
+        kind: only groups of this ``dup_kind`` (e.g. exact or near); None for all.
+        limit: maximum number of pairs.
+
+    Returns:
+        List of ``(first, second)`` manifest rows (``pd.Series``), one pair per group.
+    """
     g = usable(df)[lambda d: d["dup_group"] >= 0]
     if kind:
         g = g[g["dup_kind"] == kind]
@@ -81,6 +133,15 @@ def duplicate_pairs(df: pd.DataFrame, kind: str | None = None, limit: int = 8) -
 
 
 def leakage(df: pd.DataFrame) -> dict:
+    """Duplicates that cross the given split or the labels: what leaks and what is label noise.
+
+    Args:
+        df: the scan manifest with duplicate groups and the dataset's own split.
+
+    Returns:
+        Dict: ``cross_split_groups``, ``test_with_copy_in_train`` and ``cross_label_groups`` (ints),
+        and the rows behind them, ``cross_split_rows`` and ``cross_label_rows`` (DataFrames).
+    """
     xs, xl = cross_split_copies(df), cross_label_groups(df)
     return {"cross_split_groups": int(xs["dup_group"].nunique()), "cross_split_rows": xs,
             "test_with_copy_in_train": int(len(leaked_test_images(df))),
@@ -88,7 +149,14 @@ def leakage(df: pd.DataFrame) -> dict:
 
 
 def verdict(df: pd.DataFrame) -> str:
-    """One paragraph, computed from the numbers, of what a modeller must watch out for."""
+    """One paragraph, computed from the numbers, of what a modeller must watch out for.
+
+    Args:
+        df: the scan manifest.
+
+    Returns:
+        The paragraph as one string (usable share, imbalance, duplicates, leakage, label conflicts, sizes).
+    """
     ok = usable(df)
     n, n_skip = len(df), int((df["status"] != "ok").sum())
     share = ok["label"].value_counts(normalize=True)

@@ -15,7 +15,14 @@ COCO_RELPATH = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
 
 
 def load_metadata(root: str | Path) -> pd.DataFrame | None:
-    """`dataset.csv` indexed by file name, or None when the folder has none."""
+    """`dataset.csv` indexed by file name, or None when the folder has none.
+
+    Args:
+        root: the FracAtlas folder.
+
+    Returns:
+        DataFrame indexed by ``image_id`` (file name) with the CSV's columns (regions, views, flags), or None.
+    """
     p = Path(root) / "dataset.csv"
     if not p.exists():
         return None
@@ -23,7 +30,14 @@ def load_metadata(root: str | Path) -> pd.DataFrame | None:
 
 
 def load_author_split(root: str | Path) -> dict[str, str]:
-    """The authors' train/valid/test split of the fractured images: file name -> split."""
+    """The authors' train/valid/test split of the fractured images: file name -> split.
+
+    Args:
+        root: the FracAtlas folder (its ``Utilities/Fracture Split/*.csv`` are read).
+
+    Returns:
+        Dict file name -> ``"train"``, ``"val"`` or ``"test"``; empty when the CSVs are absent.
+    """
     out = {}
     folder = Path(root) / "Utilities" / "Fracture Split"
     for name, split in (("train", "train"), ("valid", "val"), ("test", "test")):
@@ -38,6 +52,13 @@ def load_boxes(root: str | Path) -> dict[str, dict]:
     """File name -> {"width", "height", "boxes": [[x, y, w, h], ...], "polygons": [[x0, y0, ...]]}.
 
     Coordinates are pixels of the image as stored (COCO convention, origin top-left).
+
+    Args:
+        root: the FracAtlas folder (its COCO JSON under ``Annotations/COCO JSON`` is read).
+
+    Returns:
+        Dict file name -> record (also with ``file_name``); floats for coordinates; polygons with
+        fewer than three points dropped. Empty when the COCO file is absent.
     """
     p = Path(root) / COCO_RELPATH
     if not p.exists():

@@ -2,10 +2,25 @@
 
 One place decides what "a usable image" is, so that the manifest, the predictor and the EDA agree.
 The decompression-bomb guard runs on the header, before a single pixel is decoded.
+
+Two rules hold for every decoder, by construction:
+
+* Memory: decoding reserves its estimated cost (width x height x bytes per pixel, at the size it
+  will actually decode) from one budget (``config.DECODE_BUDGET_MB``) before a pixel is decoded.
+  JPEGs are decoded reduced (libjpeg's DCT scaling, 1/2 .. 1/8) to what the caller needs
+  (``need``: the longer side it will use); other formats whose 8-bit image exceeds
+  ``config.KEEP_IMAGE_MB`` are reduced inside the budget. Metadata (PNG ancillary chunks, JPEG
+  APPn/COM segments) beyond ``config.MAX_METADATA_MB`` is left out of the stream, never read.
+* Geometry: :func:`geometry_problem` says which sizes every supported model input can take; an
+  image outside them is skipped by ``scan`` and refused by ``predict`` and the pipeline with the
+  same reason.
 """
 from __future__ import annotations
 
+import bisect
+import io
 import mmap
+import os
 import threading
 import warnings
 from contextlib import contextmanager
@@ -13,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from fracturelib import config
 
@@ -101,6 +116,186 @@ def jpeg_walk(data) -> tuple[int, int]:
     return -1, stray
 
 
+def geometry_problem(width: int, height: int) -> str:
+    """The one geometry rule: "" when a width x height image fits every supported model input.
+
+    Every model input from ``config.MIN_MODEL_SIZE`` px up keeps at least one pixel of the short
+    side after an aspect-keeping resize, because the aspect ratio is at most ``config.MAX_ASPECT``.
+
+    Args:
+        width: width in pixels (as stored or as displayed: the rule is symmetric).
+        height: height in pixels.
+
+    Returns:
+        "" when usable, else the skip reason ("too large: ...", "too small: ...",
+        "aspect ratio 475:1 exceeds 20:1 ...").
+    """
+    if width * height > config.MAX_PIXELS or max(width, height) > config.MAX_SIDE:
+        return (f"too large: header claims {width}x{height} px (limit {config.MAX_SIDE} px a side, "
+                f"{config.MAX_PIXELS // 1_000_000} Mpx); not decoded")
+    if min(width, height) < config.MIN_SIDE:
+        return f"too small: {width}x{height} px (minimum {config.MIN_SIDE} px a side)"
+    short, long = sorted((width, height))
+    if long > short * config.MAX_ASPECT:
+        ratio = f"{long / short:.2f}".rstrip("0").rstrip(".")
+        return (f"aspect ratio {ratio}:1 exceeds {config.MAX_ASPECT}:1 ({width}x{height} px): the "
+                f"short side would vanish in a {config.MIN_MODEL_SIZE} px model input; crop the image")
+    return ""
+
+
+def jpeg_scale(width: int, height: int, need: int | None) -> int:
+    """libjpeg's DCT scale denominator (1, 2, 4 or 8) for decoding a JPEG to what is needed.
+
+    Args:
+        width: stored width in pixels.
+        height: stored height in pixels.
+        need: the longer side the caller needs (None or 0: full resolution).
+
+    Returns:
+        The largest denominator whose output (``ceil(side / s)``) keeps the longer side >= ``need``
+        (so a reduced decode is then resized down, never up). tf.io.decode_jpeg's ``ratio`` and
+        PIL's ``draft`` give the same pixels for it.
+    """
+    if not need:
+        return 1
+    long, short = max(width, height), min(width, height)
+    for s in (8, 4, 2):
+        if -(-long // s) >= need and short >= s:
+            return s
+    return 1
+
+
+def _reduce_factor(width: int, height: int, need: int) -> int:
+    """Integer box-reduction factor keeping the longer side >= ``need`` (1 = keep)."""
+    return max(1, max(width, height) // max(1, need))
+
+
+class _Spliced(io.RawIOBase):
+    """A read-only view of a file with byte ranges left out and bytes appended: metadata too large
+    to read is never read, and a truncated JPEG gets its end-of-image marker without a copy."""
+
+    def __init__(self, path: Path, drop=(), tail: bytes = b""):
+        super().__init__()
+        self._f = open(path, "rb")
+        size = os.fstat(self._f.fileno()).st_size
+        self._pieces, pos, v = [], 0, 0            # (virtual start, file offset, length)
+        for a, b in sorted(drop):
+            if a > pos:
+                self._pieces.append((v, pos, a - pos))
+                v += a - pos
+            pos = max(pos, b)
+        if size > pos:
+            self._pieces.append((v, pos, size - pos))
+            v += size - pos
+        self._starts = [p[0] for p in self._pieces]
+        self._tail, self._tail_at, self._len, self._pos = tail, v, v + len(tail), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self._pos, self._len)[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, b) -> int:
+        mv, got = memoryview(b).cast("B"), 0
+        while got < len(mv) and self._pos < self._len:
+            if self._pos >= self._tail_at:
+                k = self._pos - self._tail_at
+                chunk = self._tail[k:k + len(mv) - got]
+            else:
+                start, off, length = self._pieces[bisect.bisect_right(self._starts, self._pos) - 1]
+                k = self._pos - start
+                self._f.seek(off + k)
+                chunk = self._f.read(min(length - k, len(mv) - got))
+                if not chunk:
+                    break
+            mv[got:got + len(chunk)] = chunk
+            got += len(chunk)
+            self._pos += len(chunk)
+        return got
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def _png_oversized(f, limit: int) -> list[tuple[int, int, bytes]]:
+    """Walk a PNG's chunks by their length fields (seeking, reading 8 bytes a chunk): the ancillary
+    chunks (start, end, type) that would take the file's metadata past ``limit`` bytes."""
+    f.seek(0, os.SEEK_END)
+    size, pos, kept, out = f.tell(), 8, 0, []
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(8)
+        length, cid = int.from_bytes(head[:4], "big"), head[4:8]
+        end = pos + 12 + length
+        if cid == b"IEND" or length > 0x7FFFFFFF:
+            break
+        if cid[:1].islower() and cid not in (b"fcTL",):         # ancillary (bit 5 of the first byte)
+            if kept + length > limit:
+                out.append((pos, min(end, size), cid))
+            else:
+                kept += length
+        pos = end
+    return out
+
+
+def _jpeg_oversized(data, limit: int) -> list[tuple[int, int, bytes]]:
+    """Walk a JPEG's header segments up to the first scan: the APPn/COM segments (start, end,
+    marker) that would take the file's metadata past ``limit`` bytes. ``data``: bytes or an mmap."""
+    pos, n, kept, out = 2, len(data), 0, []
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            nxt = data.find(b"\xff", pos)
+            if nxt < 0:
+                break
+            pos = nxt
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA) or 0xD0 <= marker <= 0xD8:
+            break
+        end = pos + 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+        if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+            if kept + end - pos > limit:
+                out.append((pos, min(end, n), bytes([marker])))
+            else:
+                kept += end - pos
+        pos = end
+    return out
+
+
+def _metadata_drops(path: Path) -> tuple[list[tuple[int, int]], str]:
+    """Byte ranges of metadata to leave unread (over ``config.MAX_METADATA_MB``) and the note."""
+    limit = config.MAX_METADATA_MB << 20
+    with open(path, "rb") as f:
+        magic = f.read(8)
+        if magic == b"\x89PNG\r\n\x1a\n":
+            found, what = _png_oversized(f, limit), "PNG ancillary chunks"
+        elif magic[:2] == b"\xff\xd8":
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                found, what = _jpeg_oversized(data, limit), "JPEG metadata segments"
+        else:
+            return [], ""
+    if not found:
+        return [], ""
+    total = sum(b - a for a, b, _ in found)
+    kinds = sorted({k.decode("latin-1") if len(k) == 4 else f"0x{k[0]:02X}" for _, _, k in found})
+    return ([(a, b) for a, b, _ in found],
+            f"{len(found)} {what} ({', '.join(kinds[:4])}; {total / (1 << 20):.1f} MB) left unread: "
+            f"over the {config.MAX_METADATA_MB} MB metadata limit (config.MAX_METADATA_MB)")
+
+
 class _DecodeBudget:
     """Bytes that decoding may hold at once, shared by the scan's threads: a large image waits for
     room instead of pushing the process past its memory; one larger than the whole budget is
@@ -134,8 +329,23 @@ def decode_cost(width: int, height: int, mode: str) -> int:
     return width * height * (2 * _BYTES_PER_PIXEL.get(mode, 4) + 3)
 
 
-def check_image(path: str | Path, keep_image: bool = True) -> ImageCheck:
-    """Validate one file and, when usable, return it decoded (``check.image``, converted to L/RGB)."""
+def check_image(path: str | Path, keep_image: bool = True,
+                need: int | None = config.CHECK_SIDE) -> ImageCheck:
+    """Validate one file and, when usable, return it decoded (``check.image``, converted to L/RGB).
+
+    Args:
+        path: the file.
+        keep_image: keep the decoded image in ``check.image`` (False: decode only to verify, at
+            the smallest scale).
+        need: the longer side the caller will use from ``check.image``. Larger JPEGs are decoded
+            reduced (DCT scaling, the smallest scale still >= ``need``); other formats are reduced
+            after decoding when their 8-bit image exceeds ``config.KEEP_IMAGE_MB``. None: full
+            resolution. The default, ``config.CHECK_SIDE``, is what scan's checks use.
+
+    Returns:
+        An :class:`ImageCheck`: ``ok`` with the image, or ``skipped`` with the reason. ``width`` and
+        ``height`` are always the file's own (as displayed), whatever the decoded size.
+    """
     path = Path(path)
     chk = ImageCheck(path=path)
     try:
@@ -144,59 +354,78 @@ def check_image(path: str | Path, keep_image: bool = True) -> ImageCheck:
         return chk.skip(f"unreadable: {e.strerror or e}")
     if chk.bytes == 0:
         return chk.skip("empty file (0 bytes)")
+    src, drops = None, []
     try:
+        drops, meta_note = _metadata_drops(path)
+        if drops:
+            chk.native = False                # decoders must not read it whole either
+            chk.note = meta_note
+            src = _Spliced(path, drops)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            im = Image.open(path)             # reads the header only
+            im = Image.open(src or path)      # reads the header only
     except UnidentifiedImageError:
         return chk.skip("not an image: content is not a recognised image format")
     except Image.DecompressionBombError:
-        w, h = _header_size(path)
+        w, h = _header_size(path, drops)
         return chk.skip(f"too large: header claims {w}x{h} px (limit {config.MAX_SIDE} px a side, "
                         f"{config.MAX_PIXELS // 1_000_000} Mpx); not decoded")
     except OSError as e:
         return chk.skip(f"unreadable: {e.strerror or e}")
     except Exception as e:  # noqa: BLE001 - any parser failure means "not an image"
         return chk.skip(f"not an image: header unreadable ({type(e).__name__}: {e})")
-    with im:
-        return _check_opened(chk, im, keep_image)
+    finally:
+        if src is not None and chk.status != "ok":
+            src.close()
+    try:
+        with im:
+            return _check_opened(chk, im, keep_image, need)
+    finally:
+        if src is not None:
+            src.close()
 
 
-def _check_opened(chk: ImageCheck, im: Image.Image, keep_image: bool) -> ImageCheck:
+def _check_opened(chk: ImageCheck, im: Image.Image, keep_image: bool, need: int | None) -> ImageCheck:
     path = chk.path
     chk.width, chk.height = im.size
     chk.mode, chk.format = im.mode, (im.format or "")
     ext_fmt = EXT_FORMATS.get(path.suffix.lower())
     if ext_fmt and ext_fmt != chk.format:
-        chk.note = f"content is {chk.format}, extension is {path.suffix}"
-    if chk.width * chk.height > config.MAX_PIXELS or max(chk.width, chk.height) > config.MAX_SIDE:
-        return chk.skip(f"too large: header claims {chk.width}x{chk.height} px (limit "
-                        f"{config.MAX_SIDE} px a side, {config.MAX_PIXELS // 1_000_000} Mpx); not decoded")
-    if min(chk.width, chk.height) < config.MIN_SIDE:
-        return chk.skip(f"too small: {chk.width}x{chk.height} px (minimum {config.MIN_SIDE} px a side)")
+        chk.note = "; ".join(x for x in (chk.note, f"content is {chk.format}, extension is {path.suffix}") if x)
+    reason = geometry_problem(chk.width, chk.height)
+    if reason:
+        return chk.skip(reason)
     if chk.mode not in CONVERTIBLE_MODES:
         return chk.skip(f"unsupported mode {chk.mode!r}")
     if chk.format == "JPEG":
         reason = _jpeg_problems(chk)
         if reason:
             return chk.skip(reason)
-    need = decode_cost(chk.width, chk.height, chk.mode)
-    if need > DECODE_BUDGET.limit:
-        return chk.skip(f"too large to decode: {chk.width}x{chk.height} px {chk.mode} needs about "
-                        f"{need >> 20} MB, over the decoding budget of {DECODE_BUDGET.limit >> 20} MB "
-                        "(config.DECODE_BUDGET_MB); downscale the file")
     orientation = _orientation(im)
+    want = need if keep_image else 1          # verify only: the smallest scale
+    if isinstance(im, JpegImagePlugin.JpegImageFile):
+        s = jpeg_scale(chk.width, chk.height, want)
+        if s > 1:
+            im.draft(im.mode, (max(1, chk.width // s), max(1, chk.height // s)))
+    w, h = im.size                            # the size that will be decoded
+    cost = decode_cost(w, h, chk.mode)
+    if cost > DECODE_BUDGET.limit:
+        return chk.skip(f"too large to decode: {chk.width}x{chk.height} px {chk.mode} needs about "
+                        f"{cost >> 20} MB, over the decoding budget of {DECODE_BUDGET.limit >> 20} MB "
+                        "(config.DECODE_BUDGET_MB); downscale the file")
     try:
-        with DECODE_BUDGET.hold(need):
+        with DECODE_BUDGET.hold(cost):
             im.load()
             if keep_image:
                 out = to_8bit(im)
+                if need and w * h * len(out.getbands()) > config.KEEP_IMAGE_MB << 20:
+                    out = out.reduce(_reduce_factor(w, h, need))
                 chk.image = out.transpose(ORIENTATION[orientation]) if orientation in ORIENTATION else out
     except MemoryError:
         return chk.skip(f"out of memory decoding {chk.width}x{chk.height} px; downscale the file")
     except Exception as e:  # noqa: BLE001
         return chk.skip(f"corrupt: decoding failed ({type(e).__name__}: {e})")
-    chk.native = (chk.format, chk.mode) in TF_NATIVE and orientation not in ORIENTATION
+    chk.native = chk.native and (chk.format, chk.mode) in TF_NATIVE and orientation not in ORIENTATION
     if orientation in ORIENTATION:
         if orientation >= 5:                  # stored sideways: report the size as displayed
             chk.width, chk.height = chk.height, chk.width
@@ -225,7 +454,7 @@ def _jpeg_problems(chk: ImageCheck) -> str:
     with open(chk.path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         end, stray = jpeg_walk(data)
         if end < 0:
-            return _truncation_reason(data)
+            return _truncation_reason(chk.path, chk.width, chk.height)
         extra = []
         if stray:
             extra.append(f"{stray} stray bytes between segments (skipped, as decoders do)")
@@ -235,11 +464,12 @@ def _jpeg_problems(chk: ImageCheck) -> str:
     return ""
 
 
-def _header_size(path: Path) -> tuple[int, int]:
+def _header_size(path: Path, drops=()) -> tuple[int, int]:
     """Width and height from the header alone, by the format plugin PIL would use, without PIL's
-    process-wide decompression-bomb check (which refuses to say the size)."""
+    process-wide decompression-bomb check (which refuses to say the size). ``drops``: metadata
+    byte ranges left unread (see :func:`_metadata_drops`)."""
     Image.init()
-    with open(path, "rb") as fp:
+    with _Spliced(path, drops) as fp:
         prefix = fp.read(16)
         for fmt in Image.ID:
             factory, accept = Image.OPEN[fmt]
@@ -252,15 +482,20 @@ def _header_size(path: Path) -> tuple[int, int]:
     return 0, 0
 
 
-def _truncation_reason(data: bytes) -> str:
+def _truncation_reason(path: Path, width: int, height: int) -> str:
     """Say whether the pixels can still be recovered the way tolerant decoders do (libjpeg
     inserts an end-of-image marker and fills the missing rows with gray). We append that marker
-    ourselves rather than flip PIL's process-wide LOAD_TRUNCATED_IMAGES, which is unsafe in threads."""
-    import io
-
+    ourselves (a view of the file, not a copy) rather than flip PIL's process-wide
+    LOAD_TRUNCATED_IMAGES, which is unsafe in threads; the trial decode is at 1/8 scale, in the
+    decoding budget."""
     try:
-        with Image.open(io.BytesIO(data[:] + b"\xff\xd9")) as im:
-            im.load()
+        drops, _ = _metadata_drops(path)
+        with _Spliced(path, drops, tail=b"\xff\xd9") as src, Image.open(src) as im:
+            s = jpeg_scale(width, height, 1)
+            im.draft(im.mode, (max(1, width // s), max(1, height // s)))
+            w, h = im.size
+            with DECODE_BUDGET.hold(min(decode_cost(w, h, im.mode), DECODE_BUDGET.limit)):
+                im.load()
         how = "decodable: the file ends before its end-of-image marker; a tolerant decoder " \
               "fills the missing rows with gray"
     except Exception:  # noqa: BLE001
@@ -301,9 +536,21 @@ def _stretch_to_8bit(a: np.ndarray, rows: int = 512) -> Image.Image:
     return Image.fromarray(out, "L")
 
 
-def read_image(path: str | Path, channels: int = 3) -> np.ndarray:
-    """Decoded uint8 array HxWxC (C = 1 or 3). Raises ImageError naming the file and the fix."""
-    chk = check_image(path)
+def read_image(path: str | Path, channels: int = 3, need: int | None = None) -> np.ndarray:
+    """Decoded uint8 array HxWxC (C = 1 or 3). Raises ImageError naming the file and the fix.
+
+    Args:
+        path: the file.
+        channels: 1 (grayscale) or 3 (RGB).
+        need: the longer side the caller will use (see :func:`check_image`); None: full resolution.
+
+    Returns:
+        The image as displayed (EXIF orientation applied), reduced when ``need`` allows.
+
+    Raises:
+        ImageError: the file is not usable; the message names it, the reason and the fix.
+    """
+    chk = check_image(path, need=need)
     if not chk.ok:
         raise ImageError(f"{path}: cannot use this file: {chk.reason}. "
                          "Re-export it as an 8-bit PNG or a complete JPEG.")

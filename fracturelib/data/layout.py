@@ -7,13 +7,27 @@ Understood layouts (names compared case-insensitively):
 * ``class-split``      ``root/<class>/{Train,Test}/*`` (the Bone Break Classification layout)
 * ``class-folders``    ``root/<class>/**`` (sub-folders of a class folder belong to that class)
 * ``flat``             ``root/*`` (images without labels, e.g. to predict)
+
+One accounting rule holds for every layout: each entry under ``root`` that is not a folder is
+either an entry of :attr:`Layout.entries` (a file to check, or one skipped with its reason: hidden,
+broken link, pipe, link loop, or the layout rule that leaves it out) or, when it is a visible
+regular file outside the image folders (README, ``dataset.csv``, annotations), one of
+:attr:`Layout.other_files`. Sibling folders whose names mean the same class or split
+(``Fractured`` and ``fractured``, ``Non_fractured`` and ``non fractured``) are merged, and their
+entries carry a note saying so.
+
+Folder links are followed: each top-level folder of ``root`` is walked on its own, every folder
+in it is listed once (a link to a folder already listed, such as a loop, is one skipped entry), and
+links to ``root`` or to a folder above it are never walked.
 """
 from __future__ import annotations
 
 import os
 import stat
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from fracturelib.config import normalise_class_name
 
@@ -26,6 +40,9 @@ LAYOUTS_HELP = (
     "class-folders: root/<class>/** (sub-folders belong to the class); "
     "flat: root/* (unlabelled images)"
 )
+FRACATLAS_CLASSES = ("fractured", "non-fractured")
+LOOP = "symbolic link loop: this folder is already listed"
+_LINK = object()     # marker: a link to a folder, walked after every real folder is known
 
 
 class LayoutError(ValueError):
@@ -38,6 +55,7 @@ class FileEntry:
     label: str          # normalised class name ("" when unlabelled)
     split: str          # train / val / test, or "" when the layout has none
     skip: str = ""      # why it cannot be an image (hidden, broken link, pipe ...), "" to check it
+    note: str = ""      # e.g. that its class folder was merged with a case variant
 
 
 @dataclass
@@ -45,7 +63,7 @@ class Layout:
     name: str
     root: Path
     entries: list[FileEntry]
-    #: files that belong to the dataset but are not image candidates (README, csv, annotations)
+    #: visible regular files outside the image folders (README, csv, annotations)
     other_files: list[Path] = field(default_factory=list)
 
     @property
@@ -57,125 +75,291 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _visible(p: Path) -> bool:
-    return not _hidden(p.name)
+def _dir_id(path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
-def _dirs(p: Path) -> list[Path]:
-    return sorted(c for c in p.iterdir() if c.is_dir() and _visible(c))
+def _chain_ids(folder: Path) -> set[tuple[int, int]]:
+    """Ids of ``folder`` (links resolved) and of every folder above it."""
+    real = Path(os.path.realpath(folder))
+    return {i for i in map(_dir_id, [real, *real.parents]) if i}
 
 
 _SPECIAL = [(stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
 
 
-def walk(folder: Path, recursive: bool = True) -> list[tuple[Path, str]]:
-    """Every entry under ``folder`` that is not a folder, with "" (a file to check) or the reason it
-    is skipped: hidden files and folders, broken symbolic links, pipes, sockets and devices are
-    listed, never dropped. Iterative (no recursion limit on deep trees); folder links are followed
-    once (a link loop is listed, not walked forever)."""
-    out: list[tuple[Path, str]] = []
-    seen: set[tuple[int, int]] = set()
-    stack: list[tuple[Path, str]] = [(folder, "")]
+def _classify(e: os.DirEntry, inherited: str):
+    """None for a real folder, ``_LINK`` for a link to a folder, else "" or the skip reason."""
+    try:
+        if e.is_dir(follow_symlinks=False):
+            return None
+        if e.is_dir():
+            return _LINK
+        if e.is_file():
+            return inherited or ("hidden file: its name starts with '.'" if _hidden(e.name) else "")
+        if e.is_symlink() and not os.path.exists(e.path):
+            return "broken symbolic link: its target does not exist"
+        mode = e.stat().st_mode
+    except OSError as err:
+        return f"unreadable: {err.strerror or err}"
+    return "not a regular file: " + next((k for test, k in _SPECIAL if test(mode)), "unknown kind")
+
+
+def _hidden_reason(name: str, inherited: str) -> str:
+    return inherited or (f"in hidden folder {name}" if _hidden(name) else "")
+
+
+def _walk_tree(start: Path, inherited: str, seen: set, out: list, links: deque) -> None:
+    """List ``start`` and its real sub-folders into ``out``; queue the folder links met."""
+    stack = [(start, inherited)]
     while stack:
-        d, inherited = stack.pop()
+        d, inh = stack.pop()
+        i = _dir_id(d)
+        if i in seen:
+            out.append((d, LOOP))
+            continue
         try:
-            st = d.stat()
             with os.scandir(d) as it:
                 entries = list(it)
         except OSError as e:
             out.append((d, f"unreadable folder: {e.strerror or e}"))
             continue
-        if (st.st_dev, st.st_ino) in seen:
-            out.append((d, "symbolic link loop: this folder is already listed"))
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        for e in entries:
-            p = Path(e.path)
-            hidden = _hidden(e.name)
-            try:
-                if e.is_dir():
-                    if recursive:
-                        stack.append((p, inherited or (f"in hidden folder {e.name}" if hidden else "")))
-                    continue
-                if e.is_file():
-                    out.append((p, inherited or ("hidden file: its name starts with '.'"
-                                                 if hidden else "")))
-                    continue
-                if e.is_symlink() and not os.path.exists(e.path):
-                    out.append((p, "broken symbolic link: its target does not exist"))
-                    continue
-                mode = e.stat().st_mode
-                kind = next((k for test, k in _SPECIAL if test(mode)), "not a regular file")
-                out.append((p, f"not a regular file: {kind}"))
-            except OSError as err:
-                out.append((p, f"unreadable: {err.strerror or err}"))
+        seen.add(i)
+        for e in sorted(entries, key=lambda x: x.name):
+            kind = _classify(e, inh)
+            if kind is None:
+                stack.append((Path(e.path), _hidden_reason(e.name, inh)))
+            elif kind is _LINK:
+                links.append((Path(e.path), _hidden_reason(e.name, inh)))
+            else:
+                out.append((Path(e.path), kind))
+
+
+def walk(folder: str | Path, inherited: str = "", seen: set | None = None) -> list[tuple[Path, str]]:
+    """Every entry under ``folder`` that is not a folder, with its skip reason.
+
+    Hidden files and folders, broken symbolic links, pipes, sockets and devices are listed, never
+    dropped. Iterative (no recursion limit on deep trees). Real folders are listed first; folder
+    links are then followed in name order, each folder once: a link to a folder already listed
+    (a loop, a second link) is one entry with the reason :data:`LOOP`.
+
+    Args:
+        folder: the folder to list.
+        inherited: reason given to every file found ("" to check them), e.g. for a hidden folder.
+        seen: ids of folders never to walk; default: the folders above ``folder``.
+
+    Returns:
+        ``(path, reason)`` pairs sorted by path; reason "" for a file to check.
+    """
+    folder = Path(folder)
+    seen = _chain_ids(folder.parent) if seen is None else seen
+    out: list[tuple[Path, str]] = []
+    links: deque = deque()
+    _walk_tree(folder, inherited, seen, out, links)
+    while links:
+        link, inh = links.popleft()
+        _walk_tree(link, inh, seen, out, links)
     return sorted(out, key=lambda t: str(t[0]))
 
 
-def _files(p: Path, recursive: bool = True) -> list[Path]:
-    """Regular, visible files under ``p`` (metadata next to the image folders)."""
-    return [f for f, why in walk(p, recursive) if not why]
+def _dirs(p: Path, above: set | None = None) -> list[Path]:
+    """Visible folders (links followed) in ``p``, except links back to ``p`` or above it."""
+    above = _chain_ids(p) if above is None else above
+    out = []
+    for c in p.iterdir():
+        if _visible_dir(c) and _dir_id(c) not in above:
+            out.append(c)
+    return sorted(out)
 
 
-def _entries(folder: Path, label: str, split: str) -> list[FileEntry]:
-    return [FileEntry(f, label, split, why) for f, why in walk(folder)]
+def _visible_dir(c: Path) -> bool:
+    try:
+        return c.is_dir() and not _hidden(c.name)
+    except OSError:
+        return False
 
 
 def _split_name(p: Path) -> str | None:
     return SPLIT_ALIASES.get(p.name.strip().lower())
 
 
-def _find_ci(parent: Path, name: str) -> Path | None:
-    for c in parent.iterdir():
-        if c.name.lower() == name.lower():
-            return c
-    return None
+def _split_key(name: str) -> str:
+    return SPLIT_ALIASES.get(name.strip().lower(), name)
+
+
+def _images_key(name: str) -> str:
+    return name.strip().lower()
+
+
+# --- where each layout puts labels: rel (path parts under root) -> (label, split, reason) ---------
+# None: outside the image folders (metadata when it is a visible regular file).
+
+def _place_flat(rel: tuple[str, ...]):
+    return "", "", ""
+
+
+def _place_class_folders(rel: tuple[str, ...]):
+    if len(rel) == 1:
+        return None
+    return ("", "", "") if _hidden(rel[0]) else (normalise_class_name(rel[0]), "", "")
+
+
+def _place_split_folders(rel: tuple[str, ...]):
+    if len(rel) == 1 or _hidden(rel[0]):
+        return None if len(rel) == 1 else ("", "", "")
+    split = _split_key(rel[0])
+    if len(rel) == 2:
+        return "", split, ("left out by the split-folders layout: a file directly in a split "
+                           "folder, not in a class folder")
+    return ("", split, "") if _hidden(rel[1]) else (normalise_class_name(rel[1]), split, "")
+
+
+def _place_class_split(rel: tuple[str, ...]):
+    if len(rel) == 1 or _hidden(rel[0]):
+        return None if len(rel) == 1 else ("", "", "")
+    label = normalise_class_name(rel[0])
+    if len(rel) == 2:
+        return label, "", ("left out by the class-split layout: a file directly in a class "
+                           "folder, not in its Train/Test folders")
+    return (label, "", "") if _hidden(rel[1]) else (label, _split_key(rel[1]), "")
+
+
+def _place_fracatlas(rel: tuple[str, ...]):
+    if len(rel) == 1 or _images_key(rel[0]) != "images":
+        return None
+    if len(rel) == 2:
+        return "", "", ("left out by the fracatlas layout: a file directly in images/, not in "
+                        "images/Fractured or images/Non_fractured")
+    label = normalise_class_name(rel[1])
+    if _hidden(rel[1]) or label in FRACATLAS_CLASSES:
+        return ("" if _hidden(rel[1]) else label), "", ""
+    return "", "", (f"left out by the fracatlas layout: {rel[0]}/{rel[1]} is not a class "
+                    "folder (Fractured, Non_fractured)")
+
+
+_CLASS = "class folders {names} merged as one class '{key}'"
+_SPLIT = "split folders {names} merged as one split '{key}'"
+_IMAGES = "image folders {names} merged as one images folder"
+
+#: layout -> (place, {folder level: (name -> key, merge note)})
+_RULES: dict[str, tuple[Callable, dict]] = {
+    "flat": (_place_flat, {}),
+    "class-folders": (_place_class_folders, {0: (normalise_class_name, _CLASS)}),
+    "split-folders": (_place_split_folders, {0: (_split_key, _SPLIT), 1: (normalise_class_name, _CLASS)}),
+    "class-split": (_place_class_split, {0: (normalise_class_name, _CLASS), 1: (_split_key, _SPLIT)}),
+    "fracatlas": (_place_fracatlas, {0: (_images_key, _IMAGES), 1: (normalise_class_name, _CLASS)}),
+}
+
+
+def _merge_notes(rels: list[tuple[str, ...]], levels: dict) -> dict[tuple[str, ...], str]:
+    """{folder parts: note} for sibling folders whose names mean the same class or split."""
+    groups: dict[tuple, set] = defaultdict(set)
+    for rel in rels:
+        for k, (key, text) in levels.items():
+            if len(rel) > k + 1 and not _hidden(rel[k]):
+                groups[(rel[:k], key(rel[k]), text)].add(rel[k])
+    notes = {}
+    for (parent, key, text), names in groups.items():
+        if len(names) > 1:
+            note = text.format(names=", ".join(repr(n) for n in sorted(names)), key=key)
+            notes.update({parent + (n,): note for n in names})
+    return notes
+
+
+def _top_level(root: Path) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """Entries of ``root`` that are not folders (with reasons), and the folders to walk."""
+    above = _chain_ids(root)
+    files, dirs = [], []
+    try:
+        with os.scandir(root) as it:
+            entries = sorted(it, key=lambda x: x.name)
+    except OSError as e:
+        raise LayoutError(f"{root}: cannot list the folder: {e.strerror or e}") from e
+    for e in entries:
+        kind = _classify(e, "")
+        if kind is None or kind is _LINK:
+            if _dir_id(e.path) in above:
+                files.append((Path(e.path), LOOP))
+            else:
+                dirs.append(Path(e.path))
+        else:
+            files.append((Path(e.path), kind))
+    return files, dirs
+
+
+def _detect(root: Path, dirs: list[Path]) -> str:
+    """The layout's name, from the visible folders of ``root``."""
+    above = _chain_ids(root)
+    visible = [d for d in dirs if not _hidden(d.name)]
+    images = [d for d in visible if _images_key(d.name) == "images"]
+    classes = {normalise_class_name(c.name) for d in images for c in _dirs(d, above | {_dir_id(d)})}
+    if set(FRACATLAS_CLASSES) <= classes:
+        return "fracatlas"
+    if not visible:
+        return "flat"
+    if all(_split_name(d) for d in visible):
+        return "split-folders"
+    subdirs = {d: _dirs(d, above | {_dir_id(d)}) for d in visible}
+    if all(subdirs[d] and all(_split_name(s) for s in subdirs[d]) for d in visible):
+        return "class-split"
+    if any(_split_name(d) for d in visible):
+        raise LayoutError(
+            f"{root}: mixes split folders ({', '.join(d.name for d in visible if _split_name(d))}) "
+            f"with other folders ({', '.join(d.name for d in visible if not _split_name(d))[:200]}). "
+            f"Understood layouts: {LAYOUTS_HELP}")
+    return "class-folders"
+
+
+def _account(root: Path, name: str, found: list[tuple[Path, str]]) -> Layout:
+    """Apply layout ``name``'s rule to every entry found: an entry of the layout or a metadata file."""
+    place, levels = _RULES[name]
+    rels = [p.relative_to(root).parts for p, _ in found]
+    notes = _merge_notes(rels, levels)
+    entries, other = [], []
+    for (path, why), rel in zip(found, rels):
+        placed = place(rel)
+        if placed is None:
+            if why:
+                entries.append(FileEntry(path, "", "", why))
+            else:
+                other.append(path)
+            continue
+        label, split, rule_why = placed
+        note = "; ".join(notes[rel[:k + 1]] for k in sorted(levels) if rel[:k + 1] in notes)
+        entries.append(FileEntry(path, label, split, why or rule_why, note))
+    return Layout(name, root, entries, other)
 
 
 def discover(root: str | Path) -> Layout:
-    """Detect the layout of ``root`` and list every file in its image folders."""
+    """Detect the layout of ``root`` and account for every entry under it.
+
+    Args:
+        root: the dataset folder.
+
+    Returns:
+        The layout: its entries (one per file, link, pipe ... in or beside the image folders) and
+        the metadata files outside the image folders.
+
+    Raises:
+        LayoutError: the folder is missing, empty or mixes split folders with other folders.
+    """
     root = Path(root).expanduser()
     if not root.exists():
         raise LayoutError(f"{root}: no such folder. Check the path (or run `fracturelib fetch`).")
     if not root.is_dir():
         raise LayoutError(f"{root}: is a file, not a dataset folder.")
     root = root.resolve()
-    images = _find_ci(root, "images")
-    if images and images.is_dir():
-        sub = {normalise_class_name(d.name): d for d in _dirs(images)}
-        if "fractured" in sub and "non-fractured" in sub:
-            entries = [e for d in sub.values() for e in _entries(d, normalise_class_name(d.name), "")]
-            other = [f for f in _files(root) if images not in f.parents]
-            return Layout("fracatlas", root, entries, other)
-    dirs = _dirs(root)
-    top = walk(root, recursive=False)
-    top_files = [f for f, why in top if not why]
-    if not dirs:
-        if top:
-            return Layout("flat", root, [FileEntry(f, "", "", why) for f, why in top])
+    found, dirs = _top_level(root)
+    if not found and not dirs:
         raise LayoutError(f"{root}: the folder is empty. Understood layouts: {LAYOUTS_HELP}")
-    if all(_split_name(d) for d in dirs):
-        entries, other = [], list(top_files)
-        for d in dirs:
-            for c in _dirs(d):
-                entries += _entries(c, normalise_class_name(c.name), _split_name(d))
-            other += _files(d, recursive=False)
-        return Layout("split-folders", root, entries, other)
-    subdirs = {d: _dirs(d) for d in dirs}
-    if all(subdirs[d] and all(_split_name(s) for s in subdirs[d]) for d in dirs):
-        entries, other = [], list(top_files)
-        for d in dirs:
-            for s in subdirs[d]:
-                entries += _entries(s, normalise_class_name(d.name), _split_name(s))
-            other += _files(d, recursive=False)
-        return Layout("class-split", root, entries, other)
-    if any(_split_name(d) for d in dirs):
-        raise LayoutError(
-            f"{root}: mixes split folders ({', '.join(d.name for d in dirs if _split_name(d))}) with "
-            f"other folders ({', '.join(d.name for d in dirs if not _split_name(d))[:200]}). "
-            f"Understood layouts: {LAYOUTS_HELP}")
-    # class folders; folders inside a class folder (a stray "augmented/", a folder link, a folder
-    # named like an image) belong to that class
-    entries = [e for d in dirs for e in _entries(d, normalise_class_name(d.name), "")]
-    return Layout("class-folders", root, entries, list(top_files))
+    name = _detect(root, dirs)
+    above = _chain_ids(root)
+    for d in dirs:
+        found += walk(d, _hidden_reason(d.name, ""), set(above))
+    found.sort(key=lambda t: str(t[0]))
+    return _account(root, name, found)

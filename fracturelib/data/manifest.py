@@ -2,14 +2,20 @@
 
 Columns: path, relpath, label, split, status, reason, note, width, height, mode, format, bytes,
 sha256, phash, phash_mirror, native, dup_group, dup_kind (+ FracAtlas metadata when present).
-Invariant: ``len(manifest) == files in the layout's image folders``; nothing is dropped silently.
+Invariant (:mod:`fracturelib.data.layout`): every entry under the root that is not a folder is a
+row (used, or skipped with its reason: hidden, broken link, pipe, link loop, or the layout rule that
+leaves it out) or, when it is a visible regular file outside the image folders, one of
+``df.attrs["other_files"]``; nothing is dropped silently.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fracturelib import config
@@ -24,7 +30,7 @@ def _row(entry, root: Path) -> tuple:
     """(thumbnail or None, manifest row) for one file; never raises."""
     row = {"path": str(entry.path), "relpath": entry.path.relative_to(root).as_posix(),
            "label": entry.label, "split": entry.split, "status": "skipped", "reason": entry.skip,
-           "note": "" if _utf8(str(entry.path)) else "file name is not valid UTF-8",
+           "note": _join(entry.note, "" if _utf8(str(entry.path)) else "file name is not valid UTF-8"),
            "width": 0, "height": 0, "mode": "", "format": "", "bytes": 0, "sha256": "",
            "phash": "", "phash_mirror": "", "native": False}
     if entry.skip:
@@ -37,11 +43,14 @@ def _row(entry, root: Path) -> tuple:
     except MemoryError:
         row["reason"] = "out of memory while reading this file; downscale it or scan with fewer workers"
         return None, row
-    note = "; ".join(x for x in (row["note"], chk.note) if x)
-    row.update(status=chk.status, reason=chk.reason, note=note, width=chk.width,
+    row.update(status=chk.status, reason=chk.reason, note=_join(row["note"], chk.note), width=chk.width,
                height=chk.height, mode=chk.mode, format=chk.format, bytes=chk.bytes, sha256=sha,
                phash=ph, phash_mirror=phm, native=chk.native)
     return thumb, row
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(x for x in notes if x)
 
 
 def _utf8(s: str) -> bool:
@@ -52,21 +61,75 @@ def _utf8(s: str) -> bool:
         return False
 
 
+#: characters that force a CSV field into quotes: the separator, the quote, and every control or
+#: line-breaking character (a file name may hold ``\r``, ``\n``, ``\x0b`` ...)
+_NEEDS_QUOTES = re.compile('[,"\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
+def _csv_field(value) -> str:
+    """One value as pandas writes it ("" for missing), quoted when it holds a special character."""
+    if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return ""
+    s = repr(float(value)) if isinstance(value, (float, np.floating)) else str(value)
+    return f'"{s.replace(chr(34), chr(34) * 2)}"' if _NEEDS_QUOTES.search(s) else s
+
+
+def manifest_csv(df: pd.DataFrame) -> str:
+    """The manifest as CSV text that reads back with the same rows whatever the file names.
+
+    Fields holding a separator, a quote or any control character (``\r`` or ``\n`` in a file
+    name) are quoted; the others are written as pandas writes them.
+
+    Args:
+        df: the manifest (or any table).
+
+    Returns:
+        The CSV text, header first, ``\n`` after every line.
+    """
+    lines = [",".join(_csv_field(c) for c in df.columns)]
+    lines += [",".join(map(_csv_field, row)) for row in df.itertuples(index=False, name=None)]
+    return "\n".join(lines) + "\n"
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the manifest as CSV, atomically. File names that are not valid UTF-8 are written
-    back byte for byte (``surrogateescape``), so the paths still open the files; read it with
-    ``pd.read_csv(path, encoding_errors="surrogateescape")``."""
+    """Write the manifest as CSV, atomically (:func:`fracturelib.files.atomic_output`: a full or
+    read-only disk is one ``OutputError`` line and leaves the old file as it was; a symlinked
+    ``path`` is written through). File names that are not valid UTF-8 are written back byte for
+    byte (``surrogateescape``), so the paths still open the files; read it with
+    ``pd.read_csv(path, encoding_errors="surrogateescape")``.
+
+    Args:
+        df: the manifest (:func:`build_manifest`).
+        path: the CSV file; it may not be one of the files the manifest lists.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    from fracturelib.files import atomic_output, refuse_overwriting_inputs, resolve_target
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, errors="surrogateescape")
-    tmp.replace(path)
+    if "path" in df and resolve_target(path).exists():     # a new file cannot be one of the inputs
+        refuse_overwriting_inputs([path], df["path"], "--out")
+    with atomic_output(path, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
+        f.write(manifest_csv(df))
     return path
 
 
 def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MIN_CORRELATION,
                    workers: int = 4, progress: bool | None = None) -> pd.DataFrame:
     """Scan ``root``: discover the layout, check every file, hash it, group duplicates.
-    ``progress``: a bar (None: in an interactive notebook only, see :mod:`fracturelib.progress`)."""
+
+    Every entry under ``root`` becomes a row or one of ``df.attrs["other_files"]`` (the
+    accounting rule of :func:`fracturelib.data.layout.discover`).
+
+    Args:
+        root: the dataset folder.
+        min_correlation: thumbnail correlation that confirms a near copy.
+        workers: threads reading the files.
+        progress: a bar (None: in an interactive notebook only, see :mod:`fracturelib.progress`).
+
+    Returns:
+        The manifest; ``attrs`` holds layout, root, other_files and near_pairs.
+    """
     layout = discover(root)
     it = layout.entries
     with ThreadPoolExecutor(max_workers=workers) as pool:

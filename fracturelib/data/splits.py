@@ -15,7 +15,14 @@ from fracturelib.data.schema import usable
 
 
 def group_ids(df: pd.DataFrame) -> pd.Series:
-    """Duplicate group for grouped rows, a unique id for the rest."""
+    """Duplicate group for grouped rows, a unique id for the rest.
+
+    Args:
+        df: manifest rows with ``dup_group`` (-1 for no group).
+
+    Returns:
+        Series of strings on ``df``'s index: ``"g<group>"`` or ``"r<row index>"``.
+    """
     return pd.Series(np.where(df["dup_group"] >= 0, "g" + df["dup_group"].astype(str),
                               "r" + df.index.astype(str)), index=df.index)
 
@@ -36,6 +43,16 @@ def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
     validation is carved group-aware out of train, and test rows whose duplicate group also has
     a member in train or validation (both come from the original Train) get ``leak=True``.
     Otherwise all three sides are carved group-aware.
+
+    Args:
+        df: the scan manifest.
+        val_fraction, test_fraction: approximate shares of the usable rows for validation and test (with a
+            kept split, validation is ``val_fraction`` of the dataset's Train and ``test_fraction`` is unused).
+        seed: seed of the stratified group folds.
+        respect_existing: keep the dataset's own train/test split when it has one.
+
+    Returns:
+        A copy of the usable rows with ``split``, ``leak`` and ``given_split`` (the dataset's own) columns.
     """
     d = usable(df).copy()
     d["given_split"] = d["split"]
@@ -61,7 +78,14 @@ def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
 
 
 def split_report(d: pd.DataFrame) -> pd.DataFrame:
-    """Counts per split and class, plus the leaked rows per split."""
+    """Counts per split and class, plus the leaked rows per split.
+
+    Args:
+        d: rows from :func:`assign_splits`.
+
+    Returns:
+        DataFrame indexed by split: one column per class, ``total`` and ``copy in train``.
+    """
     t = d.groupby(["split", "label"]).size().unstack(fill_value=0)
     t["total"] = t.sum(axis=1)
     t["copy in train"] = d.groupby("split")["leak"].sum()
@@ -69,7 +93,19 @@ def split_report(d: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset(df: pd.DataFrame, fraction: float, seed: int = config.SEED) -> pd.DataFrame:
-    """A stratified random ``fraction`` of the rows (all rows when fraction >= 1)."""
+    """A stratified random ``fraction`` of the rows (all rows when fraction >= 1).
+
+    Args:
+        df: manifest rows with ``label`` and ``split``.
+        fraction: share to keep, in (0, 1]; each (label, split) cell keeps at least one row.
+        seed: sampling seed.
+
+    Returns:
+        The kept rows in index order (``df`` itself when ``fraction`` >= 1).
+
+    Raises:
+        ValueError: if ``fraction`` <= 0.
+    """
     if fraction >= 1:
         return df
     if not 0 < fraction:
@@ -80,13 +116,24 @@ def subset(df: pd.DataFrame, fraction: float, seed: int = config.SEED) -> pd.Dat
     return df.loc[sorted(keep)]
 
 
-def split_from_card(manifest: pd.DataFrame, card: dict) -> pd.DataFrame:
-    """Re-create the exact split a model was trained on, from its card (same data, same seed).
+def split_from_card(manifest: pd.DataFrame, card) -> pd.DataFrame:
+    """Re-create the exact split a model was trained on, from its card (a ``ModelCard``: same data,
+    same seed).
 
     Raises ValueError when the manifest is not the one the card records.
+
+    Args:
+        manifest: the scan manifest of the data folder.
+        card: the model's ``ModelCard`` (its ``data["split"]``, ``data["manifest_hash"]``, ``classes``).
+
+    Returns:
+        The rows with ``split`` and ``leak`` as :func:`assign_splits` made them for the model.
+
+    Raises:
+        ValueError: if the card records no split, or the manifest's hash differs from the card's.
     """
     from fracturelib.data.manifest import manifest_hash
-    data = card.get("data", {})
+    data = card.data or {}
     sp = data.get("split")
     if not sp:
         raise ValueError("the model card records no split parameters")
@@ -94,6 +141,6 @@ def split_from_card(manifest: pd.DataFrame, card: dict) -> pd.DataFrame:
     if have != data.get("manifest_hash"):
         raise ValueError(f"this dataset (manifest {have}) is not the one the model was trained on "
                          f"({data.get('manifest_hash')}, {data.get('root')}); pass that data_dir")
-    rows = subset(usable(manifest, card["classes"]), sp["subset_fraction"], sp["seed"])
+    rows = subset(usable(manifest, card.classes), sp["subset_fraction"], sp["seed"])
     return assign_splits(rows, sp["val_fraction"], sp["test_fraction"], seed=sp["seed"],
                          respect_existing=sp.get("respect_existing", False))

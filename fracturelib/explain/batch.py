@@ -1,5 +1,5 @@
-"""Grad-CAM over manifest rows, in each image's own coordinates (what notebook 04 and the
-benchmarks call)."""
+"""CAMs over manifest rows, in each image's own coordinates (what notebook 04 and the
+benchmarks call). Every method comes from the registry :mod:`fracturelib.explain.cams`."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,25 +8,33 @@ import pandas as pd
 from fracturelib.data.geometry import heatmap_to_image
 from fracturelib.data.imageio import read_image
 from fracturelib.data.pipeline import load_images
-from fracturelib.explain.gradcam import gradcam
+from fracturelib.explain.cams import compute
 from fracturelib.explain.localisation import region_mask
+from fracturelib.explain.targets import Target
 from fracturelib.progress import bar
 
 
-def heatmaps(model, card: dict, rows: pd.DataFrame, method: str = "gradcam",
-             class_index: int | None = None, batch: int = 32) -> tuple[list[np.ndarray], np.ndarray]:
-    """Heatmaps resized to each row's image (width x height), and the model outputs, ``batch``
-    images at a time. ``method``: a gradient CAM (``gradcam.CAM_METHODS``) or ``scorecam``."""
-    size, channels = int(card["image_size"]), int(card["channels"])
+def heatmaps(model, card, rows: pd.DataFrame, method: str = "gradcam",
+             target: Target | int | None = None, batch: int = 32) -> tuple[list[np.ndarray], np.ndarray]:
+    """Heatmaps resized to each row's image, and the model outputs, ``batch`` images at a time.
+
+    Args:
+        model: the model explained.
+        card: its model card (image_size, channels).
+        rows: manifest rows (path, width, height).
+        method: a registered CAM (:func:`fracturelib.explain.cams.names`).
+        target: what is explained (:mod:`fracturelib.explain.targets`; None: the predicted class).
+        batch: images per step.
+
+    Returns:
+        (one heatmap (height x width) per row, the model outputs (N, units)).
+    """
+    size, channels = card.image_size, card.channels
     heats, outs = [], []
     for s in bar(range(0, len(rows), batch), f"{method} over {len(rows)} images"):
         part = rows.iloc[s:s + batch]
         x = load_images(part, size, channels)
-        if method == "scorecam":
-            from fracturelib.explain.scorecam import scorecam
-            cams, out = scorecam(model, x, class_index=class_index)
-        else:
-            cams, out = gradcam(model, x, class_index=class_index, method=method)
+        cams, out = compute(method, model, x, target=target)
         heats += [heatmap_to_image(c, int(w), int(h), size) for c, w, h in zip(cams, part["width"], part["height"])]
         outs.append(np.asarray(out))
     return heats, (np.concatenate(outs) if outs else np.zeros((0, 1)))
@@ -48,13 +56,19 @@ def gray_images(rows: pd.DataFrame) -> list[np.ndarray]:
     return [read_image(p, channels=1)[..., 0] for p in rows["path"]]
 
 
-def cams_at_input(model, images: np.ndarray, method: str = "gradcam", class_index: int | None = None) -> np.ndarray:
-    """Heatmaps of ``method`` (a gradient CAM or ``scorecam``) at the model's input resolution
-    (N, S, S), as the faithfulness curves need them."""
+def cams_at_input(model, images: np.ndarray, method: str = "gradcam",
+                  target: Target | int | None = None) -> np.ndarray:
+    """Heatmaps at the model's input resolution, as the faithfulness curves need them.
+
+    Args:
+        model: the model explained.
+        images: N x S x S x C, raw pixels.
+        method: a registered CAM (:func:`fracturelib.explain.cams.names`).
+        target: what is explained (:mod:`fracturelib.explain.targets`; None: the predicted class).
+
+    Returns:
+        (N, S, S) heatmaps.
+    """
     from fracturelib.explain.faithfulness import to_input
-    if method == "scorecam":
-        from fracturelib.explain.scorecam import scorecam
-        cams, _ = scorecam(model, images, class_index=class_index)
-    else:
-        cams, _ = gradcam(model, images, class_index=class_index, method=method)
+    cams, _ = compute(method, model, images, target=target)
     return to_input(cams, images.shape[1])

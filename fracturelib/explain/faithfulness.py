@@ -16,13 +16,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fracturelib.explain.targets import Target, as_target
 
-def class_scores(model, x: np.ndarray, cls: int, batch_size: int = 32) -> np.ndarray:
-    """The explained class's probability for each image (one sigmoid unit: p or 1 - p)."""
-    pred = model.predict(x, batch_size=batch_size, verbose=0)
-    if pred.shape[-1] == 1:
-        return pred[:, 0] if cls == 1 else 1.0 - pred[:, 0]
-    return pred[:, cls]
+
+def class_scores(model, x: np.ndarray, cls: Target | int | None, batch_size: int = 32) -> np.ndarray:
+    """The explained class's probability for each image.
+
+    Args:
+        model: the model explained.
+        x: images N x S x S x C.
+        cls: what is explained (:func:`fracturelib.explain.targets.as_target`): a class index
+            (one sigmoid unit: 1 = positive, score p; 0 = negative, score 1 - p) or a target.
+            For the curves pass a fixed class: :class:`~fracturelib.explain.targets.PredictedClass`
+            decides again on every altered image.
+        batch_size: images per forward pass.
+
+    Returns:
+        (N,) scores.
+    """
+    target = as_target(cls)
+    target.check(int(model.output.shape[-1]))
+    return target.scores(model.predict(x, batch_size=batch_size, verbose=0))
 
 
 def to_input(cams: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,16 @@ import pandas as pd
 
 
 def region_mask(width: int, height: int, boxes=(), polygons=()) -> np.ndarray:
-    """Boolean mask of COCO boxes [x, y, w, h] and/or polygons [x0, y0, x1, y1, ...]."""
+    """Boolean mask of COCO boxes [x, y, w, h] and/or polygons [x0, y0, x1, y1, ...].
+
+    Args:
+        width, height: the image's size in pixels.
+        boxes: COCO boxes in image pixels (clipped to the image).
+        polygons: flat coordinate lists in image pixels (filled).
+
+    Returns:
+        bool array (height, width), True inside any box or polygon.
+    """
     import cv2
     m = np.zeros((height, width), np.uint8)
     for x, y, w, h in boxes:
@@ -37,6 +46,18 @@ def _grow(mask: np.ndarray, px: int) -> np.ndarray:
 
 
 def score(heat: np.ndarray, mask: np.ndarray, tolerance: int = 15, threshold: float = 0.5) -> dict:
+    """Pointing game, energy in the regions and IoU of one heatmap against one region mask.
+
+    Args:
+        heat: heatmap (H, W) in the image's pixels (negative values clipped to 0).
+        mask: bool region mask (H, W), e.g. from :func:`region_mask`.
+        tolerance: pixels the mask is grown by for the pointing game.
+        threshold: share of the heatmap's maximum above which a pixel counts as hot for IoU.
+
+    Returns:
+        Dict of floats: ``pointing`` (1.0 hit / 0.0 miss), ``energy`` (share of heat mass inside the
+        mask) and ``iou``; energy and IoU are 0.0 for an all-zero heatmap.
+    """
     heat = np.clip(heat.astype(np.float64), 0, None)
     peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
     total = heat.sum()
@@ -49,7 +70,16 @@ def score(heat: np.ndarray, mask: np.ndarray, tolerance: int = 15, threshold: fl
 
 def random_heatmap(shape, rng, cells: int = 8) -> np.ndarray:
     """A smooth random field normalised to [0, 1]: uniform noise on a ``cells`` x ``cells`` grid,
-    upsampled bicubically (blobs about 1/8 of the image, like a coarse CAM; cheap at any size)."""
+    upsampled bicubically (blobs about 1/8 of the image, like a coarse CAM; cheap at any size).
+
+    Args:
+        shape: ``(height, width)`` of the output.
+        rng: a ``numpy.random.Generator``.
+        cells: side of the noise grid.
+
+    Returns:
+        float32 array of ``shape`` in [0, 1].
+    """
     import cv2
     h, w = shape
     f = cv2.resize(rng.random((cells, cells)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
@@ -76,7 +106,20 @@ def _at_most(heat, mask, tolerance, max_side):
 def localisation_scores(heats, masks, tolerance: int = 15, threshold: float = 0.5,
                         n_random: int = 10, seed: int = 0, max_side: int = 512) -> pd.DataFrame:
     """One row per image: the model's scores, the random-heatmap baseline, and chance levels.
-    ``tolerance`` is in pixels of the image as given."""
+    ``tolerance`` is in pixels of the image as given.
+
+    Args:
+        heats: heatmaps, one per image, in the image's own pixels.
+        masks: bool region masks of the same shapes.
+        tolerance, threshold: as for :func:`score`.
+        n_random: random heatmaps averaged per image for the baseline.
+        seed: seed of the random heatmaps.
+        max_side: images larger than this are scored downscaled to it (tolerance scaled alike).
+
+    Returns:
+        DataFrame with ``pointing``, ``energy``, ``iou``, their ``random_*`` means, ``area_share``
+        (mask share of the image) and ``pointing_chance`` (grown mask share).
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for heat, mask in zip(heats, masks):
@@ -92,7 +135,17 @@ def localisation_scores(heats, masks, tolerance: int = 15, threshold: float = 0.
 
 
 def summarise_localisation(df: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Mean of each score with a 95% bootstrap CI over images, beside its baselines."""
+    """Mean of each score with a 95% bootstrap CI over images, beside its baselines.
+
+    Args:
+        df: the table of :func:`localisation_scores`.
+        n_boot, seed: number of resamples and random seed.
+
+    Returns:
+        DataFrame indexed by score (pointing game, energy in box, IoU) with ``model``, ``ci_low``,
+        ``ci_high``, ``random heatmap``, ``random ci_low``, ``random ci_high`` and ``chance (area share)``
+        (NaN for IoU).
+    """
     from fracturelib.metrics.evaluate import mean_ci
     chance = {"pointing": "pointing_chance", "energy": "area_share", "iou": None}
     rows = []
@@ -117,6 +170,10 @@ def verdict(table: pd.DataFrame, n_images: int, tolerance: int, who: str = "the 
         who: the model's name in the sentence.
         shortcut_table: mean shortcut scores per true class of the same model's heatmaps
             (``shortcuts.shortcut_scores``); adds a sentence on markers and text.
+
+    Returns:
+        ``(text, figures)``: the paragraph, and a dict of formatted strings ``pointing_game``,
+        ``mean_iou``, ``energy_in_box`` plus ``n_fractured_test`` (int).
     """
     pg, en, iou = (table.loc[r] for r in table.index)
     text = (f"On {n_images} held-out fractured radiographs, {who}'s heatmap peak falls on an expert box "
@@ -140,7 +197,18 @@ def verdict(table: pd.DataFrame, n_images: int, tolerance: int, who: str = "the 
 
 def by_region(per_image: dict, rows: pd.DataFrame, regions=None, score: str = "pointing") -> pd.DataFrame:
     """Mean ``score`` per body region (FracAtlas' dataset.csv flags) for each (model, method) of
-    ``per_image`` (scores aligned with ``rows``), with the number of images per region."""
+    ``per_image`` (scores aligned with ``rows``), with the number of images per region.
+
+    Args:
+        per_image: (model, method) or name -> per-image table of :func:`localisation_scores`.
+        rows: the manifest rows of those images, with FracAtlas region flag columns.
+        regions: region columns to use; default hand, leg, hip, shoulder (those present in ``rows``).
+        score: the per-image column to average.
+
+    Returns:
+        DataFrame with a (model, method) MultiIndex, one column per region (NaN where no image), and a
+        last row ``("images", "")`` of image counts.
+    """
     from fracturelib.data.fracatlas import REGIONS
     present = [r for r in (regions or REGIONS[:4]) if r in rows]
     flags = {r: rows[r].fillna(0).to_numpy(float) == 1 for r in present}

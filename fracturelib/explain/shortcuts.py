@@ -12,7 +12,16 @@ import pandas as pd
 
 
 def marker_mask(gray: np.ndarray, min_area: float = 2e-4, max_area: float = 0.03) -> np.ndarray:
-    """Boolean mask of text/marker-like components in an 8-bit grayscale image."""
+    """Boolean mask of text/marker-like components in an 8-bit grayscale image.
+
+    Args:
+        gray: grayscale image (H, W) or (H, W, C) (first channel used), values 0-255.
+        min_area, max_area: component size limits as shares of the image area.
+
+    Returns:
+        bool array (H, W), True on the bounding boxes of kept components; all False when the image
+        has no bright detail.
+    """
     import cv2
     g = gray if gray.ndim == 2 else gray[..., 0]
     g = g.astype(np.uint8)
@@ -38,6 +47,15 @@ def marker_mask(gray: np.ndarray, min_area: float = 2e-4, max_area: float = 0.03
 
 
 def border_mask(height: int, width: int, border: float = 0.08) -> np.ndarray:
+    """Boolean mask of the image's outer frame, where markers and collimation edges sit.
+
+    Args:
+        height, width: the image's size in pixels.
+        border: share of each side's length in the frame (at least one pixel).
+
+    Returns:
+        bool array (height, width), True in the frame.
+    """
     m = np.zeros((height, width), bool)
     bh, bw = max(1, int(border * height)), max(1, int(border * width))
     m[:bh], m[-bh:], m[:, :bw], m[:, -bw:] = True, True, True, True
@@ -45,12 +63,32 @@ def border_mask(height: int, width: int, border: float = 0.08) -> np.ndarray:
 
 
 def shortcut_masks(gray: np.ndarray, border: float = 0.08) -> dict[str, np.ndarray]:
+    """The regions a shortcut-taking model would look at: the border frame and text/markers.
+
+    Args:
+        gray: grayscale image (H, W) or (H, W, C), values 0-255.
+        border: share of each side in the border frame.
+
+    Returns:
+        Dict ``{"border": mask, "text/marker": mask}`` of bool arrays (H, W).
+    """
     return {"border": border_mask(*gray.shape[:2], border), "text/marker": marker_mask(gray)}
 
 
 def shortcut_scores(heats, grays, labels, border: float = 0.08) -> pd.DataFrame:
     """Per image: heat energy share on borders and on text/markers, with those regions' area
-    shares (what a map that ignores them would put there)."""
+    shares (what a map that ignores them would put there).
+
+    Args:
+        heats: heatmaps, one per image, the same size as its image.
+        grays: the grayscale images.
+        labels: one label per image, copied into the table.
+        border: share of each side in the border frame.
+
+    Returns:
+        DataFrame with ``label``, ``border energy``, ``border area``, ``text/marker energy`` and
+        ``text/marker area`` (shares in [0, 1]).
+    """
     rows = []
     for heat, gray, label in zip(heats, grays, labels):
         heat = np.clip(heat, 0, None)

@@ -15,7 +15,15 @@ EPS = 1e-7
 
 def brier(y, p) -> float:
     """Mean squared difference between probability and outcome (binary: positive class;
-    multiclass: the one-hot vector, summed over classes)."""
+    multiclass: the one-hot vector, summed over classes).
+
+    Args:
+        y: labels (0/1, or class indices).
+        p: positive-class probabilities (length N), or class probabilities (N x K).
+
+    Returns:
+        The Brier score as a float (0 is perfect; binary at most 1, multiclass at most 2).
+    """
     y, p = np.asarray(y), np.asarray(p, float)
     if p.ndim == 1:
         return float(np.mean((p - y) ** 2))
@@ -38,6 +46,13 @@ def reliability(y, p, bins: int = 10, strategy: str = "uniform") -> pd.DataFrame
         p: positive-class probabilities, or class probabilities (N x K).
         bins: number of bins.
         strategy: ``uniform`` (equal width on [0, 1]) or ``quantile`` (equal mass).
+
+    Returns:
+        DataFrame with one row per non-empty bin: ``bin``, ``low``, ``high`` (bin edges), ``n``,
+        ``predicted`` (mean confidence) and ``observed`` (share of positives, or of correct top labels).
+
+    Raises:
+        ValueError: if ``strategy`` is neither ``uniform`` nor ``quantile``.
     """
     conf, hit = _confidence_and_hit(y, p)
     if strategy == "uniform":
@@ -54,7 +69,14 @@ def reliability(y, p, bins: int = 10, strategy: str = "uniform") -> pd.DataFrame
 
 
 def ece(y, p, bins: int = 10, strategy: str = "uniform") -> float:
-    """Expected calibration error: the count-weighted mean |observed - predicted| over bins."""
+    """Expected calibration error: the count-weighted mean |observed - predicted| over bins.
+
+    Args:
+        y, p, bins, strategy: as for :func:`reliability`.
+
+    Returns:
+        The ECE as a float in [0, 1].
+    """
     r = reliability(y, p, bins, strategy)
     return float((r["n"] * (r["observed"] - r["predicted"]).abs()).sum() / r["n"].sum())
 
@@ -65,7 +87,15 @@ def _logits(p):
 
 
 def apply_temperature(p, t: float) -> np.ndarray:
-    """Probabilities recomputed from the model's logits divided by ``t`` (ranking unchanged)."""
+    """Probabilities recomputed from the model's logits divided by ``t`` (ranking unchanged).
+
+    Args:
+        p: positive-class probabilities (length N), or class probabilities (N x K).
+        t: temperature; > 1 softens, < 1 sharpens.
+
+    Returns:
+        Array of the same shape as ``p``: sigmoid (binary) or softmax (multiclass) of logits / ``t``.
+    """
     z = _logits(p) / t
     if z.ndim == 1:
         return 1 / (1 + np.exp(-z))
@@ -82,7 +112,15 @@ def _nll(y, p) -> float:
 
 
 def fit_temperature(y_val, p_val) -> float:
-    """The temperature T > 0 that minimises the validation log-loss (Guo et al. 2017)."""
+    """The temperature T > 0 that minimises the validation log-loss (Guo et al. 2017).
+
+    Args:
+        y_val: validation labels (0/1, or class indices).
+        p_val: validation probabilities (length N, or N x K).
+
+    Returns:
+        T as a float, searched in [exp(-3), exp(3)].
+    """
     from scipy.optimize import minimize_scalar
     res = minimize_scalar(lambda lt: _nll(y_val, apply_temperature(p_val, float(np.exp(lt)))),
                           bounds=(-3.0, 3.0), method="bounded")
@@ -91,7 +129,17 @@ def fit_temperature(y_val, p_val) -> float:
 
 def calibration_table(y_val, p_val, y_test, p_test, bins: int = 10) -> tuple[pd.DataFrame, float]:
     """Brier and ECE (equal-width and equal-mass) on test before and after temperature scaling
-    fitted on validation. Returns (table, temperature)."""
+    fitted on validation. Returns (table, temperature).
+
+    Args:
+        y_val, p_val: validation labels and probabilities, to fit the temperature.
+        y_test, p_test: test labels and probabilities, to score.
+        bins: number of ECE bins.
+
+    Returns:
+        ``(table, t)``: a DataFrame with rows "as trained" and "temperature-scaled ..." and columns
+        ``Brier``, ``ECE (equal width)``, ``ECE (equal mass)``, ``log-loss``; and the fitted temperature.
+    """
     t = fit_temperature(y_val, p_val)
     rows = {}
     for name, p in (("as trained", p_test), (f"temperature-scaled (T={t:.2f}, fitted on validation)",

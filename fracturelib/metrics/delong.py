@@ -27,7 +27,18 @@ def _midranks(x: np.ndarray) -> np.ndarray:
 
 
 def auc_and_covariance(y, scores) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs of each row of ``scores`` (k x n, or one 1-D array) and their DeLong covariance."""
+    """AUCs of each row of ``scores`` (k x n, or one 1-D array) and their DeLong covariance.
+
+    Args:
+        y: binary labels (0/1), length n.
+        scores: scores of k models, k x n (or a 1-D array for one model).
+
+    Returns:
+        ``(aucs, cov)``: AUCs of shape (k,) and their covariance matrix of shape (k, k).
+
+    Raises:
+        ValueError: if ``y`` lacks positives or negatives.
+    """
     y = np.asarray(y).astype(int)
     s = np.atleast_2d(np.asarray(scores, float))
     pos, neg = s[:, y == 1], s[:, y == 0]
@@ -45,7 +56,19 @@ def auc_and_covariance(y, scores) -> tuple[np.ndarray, np.ndarray]:
 
 
 def auc_ci(y, scores, level: float = 0.95) -> dict:
-    """ROC-AUC with DeLong's standard error and a normal CI clipped to [0, 1]."""
+    """ROC-AUC with DeLong's standard error and a normal CI clipped to [0, 1].
+
+    Args:
+        y: binary labels (0/1).
+        scores: scores of one model (1-D).
+        level: coverage of the interval.
+
+    Returns:
+        Dict of floats: ``value``, ``se``, ``ci_low``, ``ci_high``.
+
+    Raises:
+        ValueError: if ``y`` lacks positives or negatives.
+    """
     aucs, cov = auc_and_covariance(y, scores)
     se = float(np.sqrt(cov[0, 0]))
     z = stats.norm.ppf(0.5 + level / 2)
@@ -54,7 +77,18 @@ def auc_ci(y, scores, level: float = 0.95) -> dict:
 
 
 def paired_test(y, scores_a, scores_b) -> dict:
-    """Two-sided DeLong test of AUC(b) - AUC(a) on the same images."""
+    """Two-sided DeLong test of AUC(b) - AUC(a) on the same images.
+
+    Args:
+        y: binary labels (0/1).
+        scores_a, scores_b: scores of models A and B on the same images (1-D).
+
+    Returns:
+        Dict of floats: ``auc_a``, ``auc_b``, ``difference`` (b - a), ``se``, ``z``, ``p_value``.
+
+    Raises:
+        ValueError: if ``y`` lacks positives or negatives.
+    """
     aucs, cov = auc_and_covariance(y, np.vstack([scores_a, scores_b]))
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     diff = float(aucs[1] - aucs[0])

@@ -34,25 +34,69 @@ OFFLINE_IMAGENET = "efficientnet_lite0"
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One registry entry. ``keras_module``/``constructor`` for keras.applications networks;
-    ``lite`` networks are built by :mod:`.efficientnet_lite`."""
+    """One registry entry: everything the rest of the package needs to know about a backbone.
+
+    Attributes:
+        name: the registry name.
+        default_size: the input side its ImageNet weights were trained at.
+        family: ``keras`` (``keras.applications``) or ``lite`` (built by :mod:`.efficientnet_lite`).
+        weights: the weights sources it accepts besides a file path.
+        preprocessing: how its input is scaled (for cards and reports; :func:`preprocess` applies it).
+        keras_module, constructor: where ``keras.applications`` keeps it (``keras`` family).
+        cache_name: Keras' file name of its no-top ImageNet weights; ``{alpha}`` and ``{rows}`` are
+            filled in (``lite``: the converted file of :func:`.efficientnet_lite.cache_file`).
+        sizes: input sides that have their own weights file (others use ``default_size``'s).
+        taps: layer names of its stride-8, stride-16 and stride-32 feature maps (the localiser's
+            pyramid); None where they are found from the built model (:func:`feature_taps`).
+        has_alpha: the constructor takes a width multiplier ``alpha``.
+    """
     name: str
     default_size: int
-    family: str                       # "keras" | "lite"
-    weights: tuple[str, ...]          # sources besides a file path
+    family: str
+    weights: tuple[str, ...]
+    preprocessing: str
     keras_module: str | None = None
     constructor: str | None = None
+    cache_name: str | None = None
+    sizes: tuple[int, ...] = ()
+    taps: tuple[str, str, str] | None = None
+    has_alpha: bool = False
 
 
-REGISTRY = {
-    "mobilenetv2": BackboneSpec("mobilenetv2", 224, "keras", ("imagenet", "fracatlas", "none"),
-                                "mobilenet_v2", "MobileNetV2"),
-    "efficientnetb0": BackboneSpec("efficientnetb0", 224, "keras", ("imagenet", "none"),
-                                   "efficientnet", "EfficientNetB0"),
-    "resnet50": BackboneSpec("resnet50", 224, "keras", ("imagenet", "none"), "resnet50", "ResNet50"),
-    **{n: BackboneSpec(n, s.image_size, "lite", ("imagenet", "none"))
+LITE_PREPROCESSING = "RGB (x - 127) / 128"
+REGISTRY: dict[str, BackboneSpec] = {
+    "mobilenetv2": BackboneSpec(
+        "mobilenetv2", 224, "keras", ("imagenet", "fracatlas", "none"), "RGB x / 127.5 - 1",
+        "mobilenet_v2", "MobileNetV2",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{rows}_no_top.h5", (96, 128, 160, 192, 224),
+        ("block_6_expand_relu", "block_13_expand_relu", "out_relu"), has_alpha=True),
+    "efficientnetb0": BackboneSpec(
+        "efficientnetb0", 224, "keras", ("imagenet", "none"), "RGB [0, 255] (the network scales its input)",
+        "efficientnet", "EfficientNetB0", "efficientnetb0_notop.h5",
+        taps=("block4a_expand_activation", "block6a_expand_activation", "top_activation")),
+    "resnet50": BackboneSpec(
+        "resnet50", 224, "keras", ("imagenet", "none"), "BGR minus the ImageNet mean (caffe)",
+        "resnet50", "ResNet50", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        taps=("conv3_block4_out", "conv4_block6_out", "conv5_block3_out")),
+    **{n: BackboneSpec(n, s.image_size, "lite", ("imagenet", "none"), LITE_PREPROCESSING)
        for n, s in efficientnet_lite.SPECS.items()},
 }
+
+
+def register(spec_: BackboneSpec) -> BackboneSpec:
+    """Add (or replace) a registry entry; the localiser, the OOD detector and the transfer models
+    can then use it by name.
+
+    Args:
+        spec_: the entry; a ``keras`` family entry needs ``keras_module``, ``constructor`` and ``taps``.
+
+    Returns:
+        The entry, as registered.
+    """
+    if spec_.family == "keras" and not (spec_.keras_module and spec_.constructor and spec_.taps):
+        raise ValueError(f"backbone {spec_.name!r}: a keras backbone needs keras_module, constructor and taps")
+    REGISTRY[spec_.name] = spec_
+    return spec_
 
 
 class WeightsUnavailable(RuntimeError):
@@ -69,6 +113,7 @@ class Resolved:
 
 
 def spec(name: str) -> BackboneSpec:
+    """The registry entry of ``name``; a ValueError listing the registered names otherwise."""
     if name not in REGISTRY:
         raise ValueError(f"backbone {name!r}: choose one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -142,17 +187,39 @@ def keras_home() -> Path:
 
 def keras_cache_file(backbone: str, image_size: int, alpha: float = 1.0) -> Path:
     """Where the no-top ImageNet weights of ``backbone`` are looked for: Keras' own file name
-    for Keras backbones, the converted file for EfficientNet-Lite."""
-    if spec(backbone).family == "lite":
+    for Keras backbones, the converted file for EfficientNet-Lite.
+
+    Args:
+        backbone: a registry name.
+        image_size: the input side (backbones with per-size files use the nearest listed one).
+        alpha: the width multiplier, for backbones that have one.
+
+    Returns:
+        The path in Keras' cache (it may not exist).
+    """
+    s = spec(backbone)
+    if s.family == "lite":
         return efficientnet_lite.cache_file(backbone)
-    if backbone == "mobilenetv2":
-        rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
-        name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
-    elif backbone == "efficientnetb0":
-        name = "efficientnetb0_notop.h5"
-    else:
-        name = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
-    return keras_home() / "models" / name
+    rows = image_size if image_size in s.sizes else s.default_size
+    return keras_home() / "models" / s.cache_name.format(alpha=float(alpha), rows=rows)
+
+
+def feature_taps(model, name: str) -> list[str]:
+    """Layer names of the stride-8, stride-16 and stride-32 feature maps of a built ``name`` backbone.
+
+    Args:
+        model: the backbone as :func:`build_backbone` returns it.
+        name: its registry name.
+
+    Returns:
+        Three layer names, finest first.
+    """
+    s = spec(name)
+    if s.taps is not None:
+        return list(s.taps)
+    if s.family == "lite":
+        return efficientnet_lite.feature_taps(model, name)
+    raise ValueError(f"backbone {name!r} names no feature taps; register it with taps=(s8, s16, s32)")
 
 
 def _lite_installed(name: str) -> bool:
@@ -227,7 +294,7 @@ def _keras_application(backbone: str, input_shape, weights, include_top: bool, a
     s = spec(backbone)
     ctor = getattr(keras.applications, s.constructor)
     kw = {"include_top": include_top, "weights": weights, "input_shape": input_shape, "name": name}
-    if backbone == "mobilenetv2":
+    if s.has_alpha:
         kw["alpha"] = alpha
     old = socket.getdefaulttimeout()
     if timeout:

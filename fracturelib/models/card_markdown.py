@@ -1,4 +1,4 @@
-"""A model card people read: ``<name>.md`` rendered from the JSON card, in the Hugging Face
+"""A model card people read: ``<name>.md`` rendered from the JSON card (a ``ModelCard``), in the Hugging Face
 model-card shape (YAML front matter, then model details, intended use, data, metrics with CIs,
 calibration, limitations, how to load). The JSON stays the machine contract; this is its reading.
 """
@@ -14,8 +14,8 @@ DATASETS = {"fracatlas": ("FracAtlas",
                                           "Roboflow Universe curso-rphcb/bone-break-classification (2023)")}
 
 
-def _dataset(card: dict) -> tuple[str, str]:
-    root = str(card.get("data", {}).get("root", "")).lower()
+def _dataset(card) -> tuple[str, str]:
+    root = str(card.data.get("root", "")).lower()
     for key, value in DATASETS.items():
         if key in root:
             return value
@@ -30,34 +30,34 @@ def _metrics_rows(metrics: dict) -> list[str]:
     return [f"| {k} | {_ci(v)} |" for k, v in metrics.items() if isinstance(v, dict) and "value" in v]
 
 
-def _details(card: dict, binary: bool) -> list[str]:
-    versions = card.get("versions", {})
-    classes = card["classes"]
+def _details(card, binary: bool) -> list[str]:
+    versions = card.versions
+    classes = card.classes
     task = f"binary ({' / '.join(classes)})" if binary else f"{len(classes)} fracture types"
-    arch = card.get("backbone", "the design CNN (Conv 32, pool, Conv 64, pool, Dense 128, sigmoid)")
-    if card.get("weights"):
-        arch += f", weights {card['weights']}"
-    if binary and "threshold" in card:
-        decision = (f"threshold {card['threshold']:.3f}, chosen on validation for sensitivity "
-                    f">= {card.get('target_sensitivity', 0):.2f}")
+    arch = card.backbone or "the design CNN (Conv 32, pool, Conv 64, pool, Dense 128, sigmoid)"
+    if card.weights:
+        arch += f", weights {card.weights}"
+    if binary and card.threshold is not None:
+        decision = (f"threshold {card.threshold:.3f}, chosen on validation for sensitivity "
+                    f">= {card.target_sensitivity or 0:.2f}")
     else:
         decision = "arg-max class"
-    size = card["image_size"]
+    size = card.image_size
     return ["## Model details", "", f"- Task: {task}", f"- Architecture: {arch}",
-            f"- Input: {size} x {size} px, {card['channels']} channel(s); {card['preprocessing']}",
+            f"- Input: {size} x {size} px, {card.channels} channel(s); {card.preprocessing}",
             f"- Decision: {decision}",
-            f"- File: `{card.get('model_file')}` (sha256 `{str(card.get('model_sha256', ''))[:16]}...`), "
+            f"- File: `{card.model_file}` (sha256 `{(card.model_sha256 or '')[:16]}...`), "
             f"fracturelib {versions.get('fracturelib', '?')}, Keras {versions.get('keras', '?')}", ""]
 
 
-def _data(card: dict, binary: bool) -> list[str]:
+def _data(card, binary: bool) -> list[str]:
     name, citation = _dataset(card)
-    data = card.get("data", {})
+    data = card.data
     split = data.get("split", {})
     how = ("the official Train/Test split kept" if split.get("respect_existing")
            else "group-aware (duplicates on one side)")
     evaluation = ("Held-out test images of the same split, never used for training or for choosing the threshold."
-                  if binary else f"The official Test images; the honest subset ({card.get('honest_test')} images) "
+                  if binary else f"The official Test images; the honest subset ({card.honest_test} images) "
                   "has no near copy in Train and is reported first.")
     return ["## Training data and split", "",
             f"- Dataset: {name} ({citation}), CC BY 4.0; folder `{data.get('root')}`, "
@@ -67,25 +67,25 @@ def _data(card: dict, binary: bool) -> list[str]:
             "## Evaluation data", "", evaluation, ""]
 
 
-def _calibration(card: dict) -> list[str]:
-    table = card.get("calibration")
+def _calibration(card) -> list[str]:
+    table = card.calibration
     if not table:
         return []
     cols = list(next(iter(table.values())))
     rows = [f"| {k} | " + " | ".join(f"{v:.3f}" for v in row.values()) + " |" for k, row in table.items()]
-    return ["## Calibration", "", f"Temperature fitted on validation: {card.get('temperature', 1.0):.2f}.", "",
+    return ["## Calibration", "", f"Temperature fitted on validation: {card.temperature or 1.0:.2f}.", "",
             "| scores | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols), *rows, ""]
 
 
-def render(card: dict) -> str:
-    """Markdown with YAML front matter from a saved model's JSON card."""
-    binary = card.get("task") == "binary"
+def render(card) -> str:
+    """Markdown with YAML front matter from a saved model's card."""
+    binary = card.task == "binary"
     name, _ = _dataset(card)
-    metrics = card.get("test_metrics") or card.get("test_metrics_honest") or {}
+    metrics = card.test_metrics or card.test_metrics_honest or {}
     front = {"license": "mit", "library_name": "keras",
              "tags": ["medical-imaging", "x-ray", "radiograph", "fracture", "image-classification", "fracturelib"],
              "datasets": [name], "metrics": sorted(metrics), "pipeline_tag": "image-classification"}
-    title = card.get("model_name") or card.get("model_file", "model")
+    title = card.model_name or card.model_file or "model"
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# {title}: {'fractured or not' if binary else 'fracture type'} on radiographs", "",
              *_details(card, binary),
@@ -97,20 +97,20 @@ def render(card: dict) -> str:
              *_data(card, binary),
              "## Metrics (test, 95% bootstrap CIs)", "", "| metric | value |", "| --- | --- |",
              *_metrics_rows(metrics), ""]
-    if card.get("test_metrics_at_threshold"):
-        lines += [f"At the validation threshold {card.get('threshold', 0):.3f}:", "", "| metric | value |",
-                  "| --- | --- |", *_metrics_rows(card["test_metrics_at_threshold"]), ""]
+    if card.test_metrics_at_threshold:
+        lines += [f"At the validation threshold {card.threshold or 0:.3f}:", "", "| metric | value |",
+                  "| --- | --- |", *_metrics_rows(card.test_metrics_at_threshold), ""]
     lines += _calibration(card)
-    if card.get("localisation"):
-        lines += ["## Localisation and shortcut findings", "", str(card["localisation"]), ""]
+    if card.localisation:
+        lines += ["## Localisation and shortcut findings", "", str(card.localisation), ""]
     lines += ["## Limitations", "",
               "- Trained on one public dataset; performance on other hospitals, devices and populations is unknown.",
               "- Burnt-in markers and text can act as shortcuts: see notebook 04's shortcut check.",
               "- Confidence intervals are wide on small test sets; differences inside them are not findings.",
               "- Inputs that are not radiographs are not recognised as such.", "",
               "## How to load", "", "```python", "from fracturelib.models.cards import load_model",
-              f"model, card = load_model(\"{card.get('model_file')}\")   # checks this card and the file's hash",
-              "```", "", f"Or from a terminal: `fracturelib predict IMAGE --model {card.get('model_file')}`.", ""]
+              f"model, card = load_model(\"{card.model_file}\")   # checks this card and the file's hash",
+              "```", "", f"Or from a terminal: `fracturelib predict IMAGE --model {card.model_file}`.", ""]
     return "\n".join(lines)
 
 
@@ -121,7 +121,7 @@ def front_matter(text: str) -> dict:
     return yaml.safe_load(text[4:text.index("\n---\n", 4)])
 
 
-def write(card: dict, model_path: str | Path) -> Path:
+def write(card, model_path: str | Path) -> Path:
     p = Path(model_path).with_suffix(".md")
     p.write_text(render(card))
     return p

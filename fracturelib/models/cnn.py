@@ -7,6 +7,15 @@ def build_binary_cnn(image_size: int = 128, channels: int = 1, dropout: float = 
     """The classic small CNN: Conv 32, pool, Conv 64, pool, Dense 128, sigmoid.
 
     Inputs are raw pixel values in [0, 255]; the model rescales them itself.
+
+    Args:
+        image_size, channels: the model input (square side in pixels, number of channels).
+        dropout: dropout rate before the output unit.
+        learning_rate: Adam learning rate.
+
+    Returns:
+        A compiled ``keras.Model`` (binary cross-entropy; metrics ROC-AUC ``auc``, PR-AUC ``pr_auc``,
+        accuracy) with one sigmoid output: the probability of a fracture.
     """
     import keras
     from keras import layers

@@ -27,7 +27,17 @@ def _cluster_size() -> int:
 
 
 def resolve(name: str) -> str:
-    """The strategy ``auto`` stands for on this machine (other names unchanged)."""
+    """The strategy ``auto`` stands for on this machine (other names unchanged).
+
+    Args:
+        name: one of :data:`STRATEGIES`.
+
+    Returns:
+        ``"multiworker"``, ``"mirrored"`` or ``"none"`` (or ``name`` itself when not ``auto``).
+
+    Raises:
+        ValueError: if ``name`` is not a known strategy, or ``TF_CONFIG`` is not valid JSON.
+    """
     if name not in STRATEGIES:
         raise ValueError(f"strategy {name!r}: choose one of {', '.join(STRATEGIES)}")
     if name != "auto":
@@ -39,7 +49,18 @@ def resolve(name: str) -> str:
 
 
 def make_strategy(name: str = "auto"):
-    """The ``tf.distribute.Strategy`` for ``name`` (see the module docstring)."""
+    """The ``tf.distribute.Strategy`` for ``name`` (see the module docstring).
+
+    Args:
+        name: one of :data:`STRATEGIES`.
+
+    Returns:
+        The default strategy, a ``MirroredStrategy`` over the GPUs (else the logical CPUs), or a
+        ``MultiWorkerMirroredStrategy``.
+
+    Raises:
+        ValueError: for an unknown name, or ``multiworker`` without a cluster in ``TF_CONFIG``.
+    """
     import tensorflow as tf
     kind = resolve(name)
     if kind == "none":
@@ -55,12 +76,27 @@ def make_strategy(name: str = "auto"):
 
 
 def global_batch(batch_size: int, strategy) -> int:
-    """The batch all replicas share: ``batch_size`` images for each."""
+    """The batch all replicas share: ``batch_size`` images for each.
+
+    Args:
+        batch_size: images per replica.
+        strategy: a ``tf.distribute.Strategy``.
+
+    Returns:
+        ``batch_size`` times the number of replicas in sync.
+    """
     return int(batch_size) * int(strategy.num_replicas_in_sync)
 
 
 def describe(strategy) -> str:
-    """"MirroredStrategy: 2 replica(s) on /job:localhost/.../CPU:0, ..." for the notebook."""
+    """"MirroredStrategy: 2 replica(s) on /job:localhost/.../CPU:0, ..." for the notebook.
+
+    Args:
+        strategy: a ``tf.distribute.Strategy``.
+
+    Returns:
+        One line: the strategy's class, replica count and devices.
+    """
     try:
         devices = ", ".join(strategy.extended.worker_devices)
     except RuntimeError:                  # the default strategy has no device list
@@ -69,13 +105,25 @@ def describe(strategy) -> str:
 
 
 def is_multiworker(model) -> bool:
+    """Whether ``model`` was built under a ``MultiWorkerMirroredStrategy`` (so :func:`fit_multiworker` must train it).
+
+    Args:
+        model: a Keras model.
+
+    Returns:
+        True if its ``distribute_strategy`` is a ``MultiWorkerMirroredStrategy``.
+    """
     import tensorflow as tf
     return isinstance(getattr(model, "distribute_strategy", None),
                       tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def is_chief() -> bool:
-    """Worker 0 (or no cluster) writes checkpoints and reports."""
+    """Worker 0 (or no cluster) writes checkpoints and reports.
+
+    Returns:
+        True on the chief, on worker 0, or when ``TF_CONFIG`` is absent or unreadable.
+    """
     try:
         task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
     except ValueError:
@@ -97,7 +145,20 @@ def fit_multiworker(model, train_ds, val_ds, epochs: int, class_weight: dict | N
     ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585: it reduces scalar metrics along an
     axis they do not have). The model's compiled optimizer and loss are used; each worker scores
     the whole validation set with the same weights, so all take the same early-stopping decision;
-    the best weights are restored; only the chief writes ``checkpoint``."""
+    the best weights are restored; only the chief writes ``checkpoint``.
+
+    Args:
+        model: a compiled model built in the strategy's scope.
+        train_ds, val_ds: batched ``(image, label)`` datasets.
+        epochs: maximum number of epochs.
+        class_weight: class index -> loss weight, or None.
+        monitor: ``"val_auc"`` (binary ROC-AUC) or anything else for validation accuracy.
+        patience: epochs without improvement before stopping.
+        checkpoint: file the chief saves the best model to, or None.
+
+    Returns:
+        A :class:`History` with ``history["loss"]``, ``history[monitor]`` and ``epoch_times`` (seconds).
+    """
     import time
 
     import keras

@@ -55,13 +55,29 @@ SPECS = {
 
 
 def preprocess(x):
-    """RGB in [0, 255] -> what the EfficientNet-Lite ImageNet weights expect."""
+    """RGB in [0, 255] -> what the EfficientNet-Lite ImageNet weights expect.
+
+    Args:
+        x: RGB pixel values in [0, 255] (array or tensor, any shape).
+
+    Returns:
+        ``(x - 127) / 128``, same type and shape, roughly in [-1, 1].
+    """
     return (x - MEAN) / STD
 
 
 def center_crop(image: np.ndarray, size: int, crop_padding: int = 32) -> np.ndarray:
     """The reference ImageNet evaluation crop (tensorflow/tpu ``_decode_and_center_crop``): the
-    central ``size / (size + 32)`` of the shorter side, resized bicubically to ``size``; float32."""
+    central ``size / (size + 32)`` of the shorter side, resized bicubically to ``size``; float32.
+
+    Args:
+        image: image array, (H, W) or (H, W, C).
+        size: side of the output in pixels.
+        crop_padding: the 32 of ``size / (size + 32)``.
+
+    Returns:
+        float32 array of shape (size, size) or (size, size, C).
+    """
     import cv2
     h, w = image.shape[:2]
     c = int(round(size / (size + crop_padding) * min(h, w)))
@@ -78,7 +94,15 @@ def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
 
 
 def stages(name: str) -> list[tuple[int, int, int, int, int, int]]:
-    """The scaled stage table: first and last stages keep their repeats, stem input stays 32."""
+    """The scaled stage table: first and last stages keep their repeats, stem input stays 32.
+
+    Args:
+        name: the variant, a key of :data:`SPECS`.
+
+    Returns:
+        Seven tuples ``(repeats, kernel, stride, expand ratio, filters in, filters out)``, scaled
+        by the variant's depth and width.
+    """
     s = SPECS[name]
     out = []
     for i, (r, k, st, e, fi, fo) in enumerate(BLOCKS):
@@ -89,7 +113,34 @@ def stages(name: str) -> list[tuple[int, int, int, int, int, int]]:
     return out
 
 
+def feature_taps(model, name: str = "efficientnet_lite0") -> list[str]:
+    """Names of the stride-8, stride-16 and stride-32 outputs of a built EfficientNet-Lite: the last
+    layer of stages 2 and 4, and the head's activation.
+
+    Args:
+        model: the network :func:`build` returned.
+        name: its variant (the stage table differs with depth).
+
+    Returns:
+        Three layer names, finest first.
+    """
+    ends = {}
+    for layer in model.layers:
+        if layer.name.startswith("block"):
+            ends[int(layer.name[5:].split("_")[0])] = layer.name   # the last layer of each block
+    last = np.cumsum([t[0] for t in stages(name)]) - 1
+    return [ends[int(last[2])], ends[int(last[4])], "top_activation"]
+
+
 def block_count(name: str) -> int:
+    """Number of MBConv blocks of a variant (16 for Lite0), i.e. the ``block{i}_`` layer groups.
+
+    Args:
+        name: the variant, a key of :data:`SPECS`.
+
+    Returns:
+        The total of the stages' repeats.
+    """
     return sum(st[0] for st in stages(name))
 
 
@@ -192,7 +243,17 @@ def _torch_to_layers(state: dict, name: str) -> dict[str, list[np.ndarray]]:
 
 
 def torch_weights_file(name: str) -> Path:
-    """The .pth shipped by the variant's pip package (raises ImportError with the pip command)."""
+    """The .pth shipped by the variant's pip package (raises ImportError with the pip command).
+
+    Args:
+        name: the variant, a key of :data:`SPECS`.
+
+    Returns:
+        Path of the torch file inside the installed package.
+
+    Raises:
+        ImportError: if the weights package is not installed (the message gives the pip command).
+    """
     spec = SPECS[name]
     try:
         pkg = importlib.import_module(spec.package)
@@ -204,13 +265,33 @@ def torch_weights_file(name: str) -> Path:
 
 
 def cache_file(name: str) -> Path:
-    """Where the converted weights live: ``$KERAS_HOME/models/<name>_imagenet_by_layer.h5``."""
+    """Where the converted weights live: ``$KERAS_HOME/models/<name>_imagenet_by_layer.h5``.
+
+    Args:
+        name: the variant, a key of :data:`SPECS`.
+
+    Returns:
+        Path of the HDF5 cache file (it may not exist yet).
+    """
     from keras.src.backend import config as keras_config  # where keras.utils.get_file caches
     return Path(keras_config.keras_home()) / "models" / f"{name}_imagenet_by_layer.h5"
 
 
 def convert(name: str, target: Path | None = None) -> Path:
-    """Read the package's torch file (checksum first), map it onto our layers, write the cache."""
+    """Read the package's torch file (checksum first), map it onto our layers, write the cache.
+
+    Args:
+        name: the variant, a key of :data:`SPECS`.
+        target: the HDF5 file to write; default :func:`cache_file`. Written atomically (temp file, rename).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImportError: if the weights package is not installed.
+        TorchFileError: if the torch file fails its checksum or cannot be read.
+        KeyError, ValueError: if a tensor is missing from, or left over in, the weights file.
+    """
     import h5py
     target = Path(target or cache_file(name))
     weights = _torch_to_layers(load_state_dict(torch_weights_file(name), SPECS[name].sha256), name)
@@ -229,7 +310,18 @@ def convert(name: str, target: Path | None = None) -> Path:
 def load_imagenet(model, name: str) -> Path:
     """Set the ImageNet weights on every weighted layer of ``model`` (converting once into the
     Keras cache). A weighted layer without weights in the file, or of another shape, is an error;
-    the classifier is skipped when the model has no top."""
+    the classifier is skipped when the model has no top.
+
+    Args:
+        model: a network from :func:`build` of the same variant (changed in place).
+        name: the variant, a key of :data:`SPECS`.
+
+    Returns:
+        Path of the cache file the weights came from.
+
+    Raises:
+        ValueError: if a weighted layer of ``model`` has no weights (or other shapes) in the file.
+    """
     import h5py
     path = cache_file(name)
     if not path.exists():

@@ -1,7 +1,7 @@
 """Where is the fracture? A localiser trained on the expert boxes, not a by-product of a classifier.
 
 CenterNet-style (Zhou et al. 2019, "Objects as Points"): a small feature-pyramid head on three
-scales of a registered backbone (stride 8, 16, 32 of EfficientNet-Lite) predicts a heatmap at
+scales of any registered backbone (its stride-8, 16 and 32 taps, from ``BackboneSpec``) predicts a heatmap at
 stride 8 whose targets are Gaussians at the expert boxes' centres, sized by the boxes, trained
 with CenterNet's penalty-reduced focal loss. The backbone stays frozen (its three feature maps
 are computed once, which makes training cheap on a CPU); mirrored copies of the training images
@@ -18,18 +18,6 @@ import numpy as np
 STRIDE = 8
 
 
-def tap_layers(backbone, name: str = "efficientnet_lite0") -> list[str]:
-    """Names of the stride-8, stride-16 and stride-32 outputs of an EfficientNet-Lite ``backbone``
-    (registry ``name``): the last layer of stages 2 and 4, and the head's activation."""
-    from fracturelib.models import efficientnet_lite
-    ends = {}
-    for layer in backbone.layers:
-        if layer.name.startswith("block"):
-            ends[int(layer.name[5:].split("_")[0])] = layer.name   # the last layer of each block
-    last = np.cumsum([t[0] for t in efficientnet_lite.stages(name)]) - 1
-    return [ends[int(last[2])], ends[int(last[4])], "top_activation"]
-
-
 def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientnet_lite0",
           weights: str = "imagenet", width: int = 64):
     """The localiser: ``image -> heatmap`` (stride 8, sigmoid), backbone nested and frozen.
@@ -37,13 +25,16 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     Args:
         image_size: square input side (a multiple of 32).
         channels: 1 (grayscale radiographs, repeated to RGB inside) or 3.
-        backbone: an EfficientNet-Lite registry name.
+        backbone: a registry name (its ``feature_taps`` give the three scales).
         weights: the backbone's weights (``imagenet`` offline, or ``none``).
         width: channels of the head.
 
     Returns:
         (localiser model, head model that maps the three cached feature maps to the heatmap's
         logits; the localiser applies the sigmoid).
+
+    Raises:
+        ValueError: if ``image_size`` is not a multiple of 32.
     """
     import keras
     from keras import layers
@@ -52,7 +43,8 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     if image_size % 32:
         raise ValueError(f"image_size {image_size}: use a multiple of 32")
     base = backbones.build_backbone(backbone, weights, input_shape=(image_size, image_size, 3))
-    taps = keras.Model(base.inputs, [base.get_layer(n).output for n in tap_layers(base, backbone)], name="backbone")
+    tap_outputs = [base.get_layer(n).output for n in backbones.feature_taps(base, backbone)]
+    taps = keras.Model(base.inputs, tap_outputs, name="backbone")
     taps.trainable = False
     s8, s16, s32 = (o.shape[1:] for o in taps.outputs)
     i8, i16, i32 = keras.Input(s8, name="s8"), keras.Input(s16, name="s16"), keras.Input(s32, name="s32")
@@ -74,7 +66,17 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
 
 def targets(boxes_per_image, sizes, image_size: int) -> np.ndarray:
     """Stride-8 Gaussian heatmaps (N x S/8 x S/8 x 1) from COCO boxes [x, y, w, h] in each image's
-    own pixels (``sizes``: (width, height)), placed where ``resize_with_pad`` puts the image."""
+    own pixels (``sizes``: (width, height)), placed where ``resize_with_pad`` puts the image.
+
+    Args:
+        boxes_per_image: per image, a list of boxes ``[x, y, w, h]`` (may be empty).
+        sizes: per image, its ``(width, height)`` in pixels.
+        image_size: the model's square input side S.
+
+    Returns:
+        float32 array (N, S/8, S/8, 1) in [0, 1]: per box a Gaussian peaking at 1 at its centre,
+        sigma a sixth of its side (at least 0.75 cells); overlaps take the maximum.
+    """
     from fracturelib.data.geometry import letterbox
     g = image_size // STRIDE
     yy, xx = np.mgrid[0:g, 0:g]
@@ -103,7 +105,22 @@ def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, 
           val_targets: np.ndarray, epochs: int = 60, batch_size: int = 16, learning_rate: float = 1e-3,
           patience: int = 10, seed: int = 0) -> TrainResult:
     """Train the head on cached frozen features of the images and their mirror images, early
-    stopping on the validation focal loss (best weights restored)."""
+    stopping on the validation focal loss (best weights restored).
+
+    Args:
+        localiser, head: the two models :func:`build` returned (``head`` is trained in place).
+        train_images, val_images: image arrays (N, S, S, channels), pixels as the localiser takes them.
+        train_targets, val_targets: heatmaps from :func:`targets`, (N, S/8, S/8, 1).
+        epochs: maximum number of epochs.
+        batch_size: images per batch.
+        learning_rate: Adam learning rate.
+        patience: epochs without validation improvement before stopping.
+        seed: Keras random seed for the head's training.
+
+    Returns:
+        A :class:`TrainResult`: epochs run, best validation loss, seconds (feature caching included)
+        and number of training images (before mirroring).
+    """
     import time
 
     import keras
@@ -127,7 +144,17 @@ def train(localiser, head, train_images: np.ndarray, train_targets: np.ndarray, 
 
 
 def heatmaps(localiser, images: np.ndarray, sizes, batch_size: int = 16) -> list[np.ndarray]:
-    """Heatmaps in each image's own pixel coordinates (``sizes``: (width, height))."""
+    """Heatmaps in each image's own pixel coordinates (``sizes``: (width, height)).
+
+    Args:
+        localiser: the model :func:`build` returned.
+        images: input batch (N, S, S, channels).
+        sizes: per image, its original ``(width, height)``.
+        batch_size: batch size of prediction (one ``predict_on_batch`` call up to this many images).
+
+    Returns:
+        One float array (height, width) per image, values in [0, 1].
+    """
     from fracturelib.data.geometry import heatmap_to_image
     size = localiser.input_shape[1]
     raw = (np.asarray(localiser.predict_on_batch(images)) if len(images) <= batch_size     # one image: no
@@ -136,13 +163,28 @@ def heatmaps(localiser, images: np.ndarray, sizes, batch_size: int = 16) -> list
 
 
 def peak(heat: np.ndarray) -> tuple[int, int]:
-    """(x, y) of a heatmap's maximum, pixels of the image, origin top-left."""
+    """(x, y) of a heatmap's maximum, pixels of the image, origin top-left.
+
+    Args:
+        heat: 2-D heatmap (height, width).
+
+    Returns:
+        ``(x, y)`` as ints (the first maximum in row-major order on ties).
+    """
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
     return int(x), int(y)
 
 
 def boxes_of(rows, boxes: dict) -> list[list]:
-    """The expert boxes of each row's file (``data.fracatlas.load_boxes``), [] where none."""
+    """The expert boxes of each row's file (``data.fracatlas.load_boxes``), [] where none.
+
+    Args:
+        rows: manifest rows with a ``relpath`` column.
+        boxes: file name -> ``{"boxes": [[x, y, w, h], ...], ...}``.
+
+    Returns:
+        One list of ``[x, y, w, h]`` boxes per row, in row order.
+    """
     return [boxes.get(rel.rsplit("/", 1)[-1], {"boxes": []})["boxes"] for rel in rows["relpath"]]
 
 
@@ -154,9 +196,16 @@ def fit_on_split(split_rows, boxes: dict, image_size: int = 320, channels: int =
     Args:
         split_rows: a manifest with a ``split`` column (``splits.split_from_card``).
         boxes: ``data.fracatlas.load_boxes(data_dir)``.
+        image_size, channels: the localiser's input.
+        epochs: maximum number of training epochs.
+        backbone, weights: the frozen backbone and its weights (see :func:`build`).
+        seed: random seed of training.
 
     Returns:
         (localiser, TrainResult).
+
+    Raises:
+        ValueError: if the split has no fractured training or validation images with boxes.
     """
     from fracturelib.data.pipeline import load_images
     parts = {}

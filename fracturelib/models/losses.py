@@ -9,7 +9,15 @@ import keras
 def focal_loss(y_true, logits):
     """CenterNet's penalty-reduced pixel-wise focal loss (alpha 2, beta 4), per positive, computed
     from logits (log-sigmoid): clipping probabilities instead kills the gradient of a saturated
-    map, and the head then never recovers."""
+    map, and the head then never recovers.
+
+    Args:
+        y_true: target heatmaps in [0, 1], Gaussian peaks of 1 at object centres.
+        logits: predicted heatmap logits, same shape.
+
+    Returns:
+        Scalar tensor: the summed loss divided by the number of positives (at least 1).
+    """
     from keras import ops
     p = ops.sigmoid(logits)
     pos = ops.cast(y_true >= 0.999, p.dtype)

@@ -15,19 +15,37 @@ from pathlib import Path
 
 import numpy as np
 
+from fracturelib.models.cards import ModelCardError
+
 BACKBONE = "efficientnet_lite0"
 SIZE = 224
 
 
-def feature_model(channels: int = 1, size: int = SIZE):
-    """Image (size x size x channels, [0, 255]) -> pooled ImageNet features (1280): the same
-    features as a frozen EfficientNet-Lite0 transfer model's phase 1, which can be reused."""
+class DetectorError(ModelCardError):
+    """A model's radiograph (OOD) detector companion is missing a part, damaged or inconsistent."""
+
+
+def feature_model(channels: int = 1, size: int = SIZE, backbone: str = BACKBONE, weights: str = "imagenet"):
+    """Image (size x size x channels, [0, 255]) -> pooled ImageNet features of any registered backbone.
+
+    With the default EfficientNet-Lite0 these are the features of a frozen transfer model's phase 1,
+    which notebook 02 reuses instead of a second pass.
+
+    Args:
+        channels: 1 (grayscale, repeated to RGB inside) or 3.
+        size: the square input side.
+        backbone: a registry name; its own preprocessing is part of the model.
+        weights: the backbone's weights (``imagenet``; ``none`` only for tests of the wiring).
+
+    Returns:
+        A Keras model ``image -> features``.
+    """
     import keras
 
     from fracturelib.models import backbones
-    base = backbones.build_backbone(BACKBONE, "imagenet", input_shape=(size, size, 3))
+    base = backbones.build_backbone(backbone, weights, input_shape=(size, size, 3))
     inp = keras.Input((size, size, channels))
-    x = base(backbones.preprocess_layer(BACKBONE)(inp), training=False)
+    x = base(backbones.preprocess_layer(backbone)(inp), training=False)
     return keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x), name="ood_features")
 
 
@@ -39,6 +57,7 @@ class Detector:
     quantile: float
     n_train: int
     image_size: int = SIZE
+    backbone: str = BACKBONE
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         d = np.atleast_2d(features) - self.mean
@@ -58,17 +77,41 @@ class Detector:
         np.savez(path, mean=self.mean, precision=self.precision)
         path.with_suffix(".json").write_text(json.dumps(
             {"threshold": self.threshold, "quantile": self.quantile, "n_train": self.n_train,
-             "backbone": BACKBONE, "image_size": self.image_size,
+             "backbone": self.backbone, "image_size": self.image_size,
              "what": "Mahalanobis OOD detector on pooled features"}))
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> Detector:
+        """The detector saved as ``path`` (.npz) with its .json; DetectorError, one line naming the
+        file, when either is missing, damaged or inconsistent."""
+        import zipfile
         path = Path(path)
-        meta = json.loads(path.with_suffix(".json").read_text())
-        with np.load(path) as z:
-            return cls(z["mean"], z["precision"], float(meta["threshold"]), float(meta["quantile"]),
-                       int(meta["n_train"]), int(meta.get("image_size", SIZE)))
+        fix = "re-fit it with notebook 02 (or delete it to predict without the radiograph check)"
+        meta_path = path.with_suffix(".json")
+        try:
+            meta = json.loads(meta_path.read_text())
+            threshold, quantile = float(meta["threshold"]), float(meta["quantile"])
+            n_train, size = int(meta["n_train"]), int(meta.get("image_size", SIZE))
+            backbone = str(meta.get("backbone", BACKBONE))
+        except FileNotFoundError:
+            raise DetectorError(f"{path}: radiograph (OOD) detector without its {meta_path.name}; {fix}") from None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+            raise DetectorError(f"{meta_path}: not a valid radiograph (OOD) detector description; {fix}") from None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                mean, precision = np.asarray(z["mean"], np.float64), np.asarray(z["precision"], np.float64)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            raise DetectorError(f"{path}: not a radiograph (OOD) detector archive (truncated or damaged); "
+                                f"{fix}") from None
+        d = mean.shape[0] if mean.ndim == 1 else -1
+        if d < 1 or precision.shape != (d, d) or not (np.isfinite(mean).all() and np.isfinite(precision).all()):
+            raise DetectorError(f"{path}: radiograph (OOD) detector arrays are inconsistent (mean {mean.shape}, "
+                                f"precision {precision.shape}); {fix}")
+        if not (np.isfinite(threshold) and threshold >= 0 and size > 0):
+            raise DetectorError(f"{meta_path}: radiograph (OOD) detector threshold {threshold} or image size "
+                                f"{size} is invalid; {fix}")
+        return cls(mean, precision, threshold, quantile, n_train, size, backbone)
 
 
 def is_blank(images: np.ndarray, min_std: float = 2.0) -> np.ndarray:
@@ -78,13 +121,13 @@ def is_blank(images: np.ndarray, min_std: float = 2.0) -> np.ndarray:
 
 
 def fit(features: np.ndarray, calibration: np.ndarray | None = None, quantile: float = 0.99,
-        image_size: int = SIZE) -> Detector:
+        image_size: int = SIZE, backbone: str = BACKBONE) -> Detector:
     """Fit the Gaussian on the training radiographs' features; the threshold is the ``quantile``
     of the distances of held-out radiographs (``calibration``, e.g. the validation images: in-sample
     distances are optimistic in 1280 dimensions), or of the training images when none are given."""
     from sklearn.covariance import LedoitWolf
     lw = LedoitWolf().fit(features)
-    det = Detector(lw.location_, lw.precision_, 0.0, quantile, len(features), image_size)
+    det = Detector(lw.location_, lw.precision_, 0.0, quantile, len(features), image_size, backbone)
     ref = features if calibration is None else calibration
     det.threshold = float(np.quantile(det.distance(ref), quantile))
     return det

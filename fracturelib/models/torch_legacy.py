@@ -14,13 +14,14 @@ anything else raises :class:`UnsafePickleError` before it can be constructed.
 from __future__ import annotations
 
 import collections
-import hashlib
 import io
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
+
+from fracturelib.files import sha256_file
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001
@@ -92,13 +93,8 @@ class _Unpickler(pickle.Unpickler):
         return str(key)
 
 
-def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+#: SHA-256 of a file, read in chunks (the one helper, :func:`fracturelib.files.sha256_file`).
+sha256 = sha256_file
 
 
 def load_state_dict(path: str | Path, expected_sha256: str | None = None) -> dict[str, np.ndarray]:

@@ -8,7 +8,12 @@ import numpy as np
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
-    """Same seed -> same split, same initial weights, same augmentation; on CPU, same metrics."""
+    """Same seed -> same split, same initial weights, same augmentation; on CPU, same metrics.
+
+    Args:
+        seed: seed for Python, NumPy and TensorFlow (``keras.utils.set_random_seed``).
+        deterministic: also enable TensorFlow's deterministic ops (slower, reproducible).
+    """
     import keras
     import tensorflow as tf
     keras.utils.set_random_seed(seed)
@@ -17,7 +22,15 @@ def set_seed(seed: int, deterministic: bool = True) -> None:
 
 
 def class_weights(labels, classes) -> dict[int, float]:
-    """Balanced class weights (n_samples / (n_classes * n_c)) keyed by class index."""
+    """Balanced class weights (n_samples / (n_classes * n_c)) keyed by class index.
+
+    Args:
+        labels: class names, one per image.
+        classes: class names in label order (the index of each is its key).
+
+    Returns:
+        Dict class index -> weight, for the classes present in ``labels`` only.
+    """
     from sklearn.utils.class_weight import compute_class_weight
     idx = {c: i for i, c in enumerate(classes)}
     y = np.array([idx[v] for v in labels])
@@ -46,7 +59,17 @@ def callbacks(monitor: str, patience: int, checkpoint: str | Path | None = None,
               logs: str | Path | None = None) -> list:
     """Early stopping on ``monitor`` (mode max, best weights restored); when ``checkpoint`` is
     given, the best epoch saved there; when ``logs`` is given, TensorBoard logs written there
-    (``make tensorboard`` shows them): the one setup every training loop here uses."""
+    (``make tensorboard`` shows them): the one setup every training loop here uses.
+
+    Args:
+        monitor: the logged quantity to maximise, e.g. ``"val_auc"``.
+        patience: epochs without improvement before stopping.
+        checkpoint: model file for the best epoch (its folder is created), or None.
+        logs: TensorBoard log folder, or None.
+
+    Returns:
+        List of Keras callbacks: ``EarlyStopping``, then ``TensorBoard`` and ``ModelCheckpoint`` if asked for.
+    """
     import keras
     cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=patience,
                                          restore_best_weights=True)]
@@ -66,6 +89,20 @@ def fit(model, train_ds, val_ds, epochs: int, checkpoint: str | Path | None = No
 
     Returns the Keras History, with ``history.epoch_times`` (seconds per epoch) added. A model
     built under a multi-worker strategy is trained by :func:`distribute.fit_multiworker`.
+
+    Args:
+        model: a compiled Keras model.
+        train_ds, val_ds: batched ``(image, label)`` datasets.
+        epochs: maximum number of epochs.
+        checkpoint: model file for the best epoch, or None.
+        class_weight: class index -> loss weight, or None.
+        monitor: the logged quantity to maximise.
+        patience: epochs without improvement before stopping.
+        verbose: Keras verbosity.
+        logs: TensorBoard log folder, or None (ignored for multi-worker training).
+
+    Returns:
+        The Keras ``History`` (or :class:`distribute.History`) with ``epoch_times`` in seconds.
     """
     from fracturelib.models import distribute
     if distribute.is_multiworker(model):
@@ -85,6 +122,14 @@ def _images_only(x, *_):
 
 
 def predict(model, ds) -> np.ndarray:
-    """Scores for every batch of ``ds`` (labels, if any, are ignored)."""
+    """Scores for every batch of ``ds`` (labels, if any, are ignored).
+
+    Args:
+        model: a Keras model.
+        ds: a batched dataset of images or ``(image, label, ...)`` tuples.
+
+    Returns:
+        Array of shape (N,) for a one-unit (sigmoid) output, else the model's output (N, K).
+    """
     out = model.predict(ds.map(_images_only), verbose=0)
     return out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out

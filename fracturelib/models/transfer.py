@@ -18,7 +18,14 @@ from fracturelib.progress import keras_verbose
 
 
 def mirror(x):
-    """A batch of images flipped left-right (a named function: AutoGraph warns on lambdas)."""
+    """A batch of images flipped left-right (a named function: AutoGraph warns on lambdas).
+
+    Args:
+        x: image batch, shape (B, H, W, C).
+
+    Returns:
+        The batch with the width axis reversed, same shape.
+    """
     return x[:, :, ::-1, :]
 
 
@@ -29,9 +36,21 @@ def build_transfer_model(num_classes: int, backbone: str = "efficientnet_lite0",
     -> GlobalAveragePooling -> Dropout -> Dense``: softmax over ``num_classes``, or one sigmoid
     unit when ``num_classes`` is 1 (binary).
 
+    Args:
+        num_classes: output units; 1 for binary (sigmoid), else softmax classes.
+        backbone: registry name of the backbone (:mod:`fracturelib.models.backbones`).
+        image_size, channels: the model input (square side in pixels, number of channels).
+        weights: ``"imagenet"``, ``"fracatlas"``, ``"none"``, ``"auto"`` or a weights file.
+        alpha: width multiplier of backbones that take one (MobileNet).
+        dropout: dropout rate before the dense layer.
+
     Returns:
         (model, weights description). With ``weights="auto"`` offline the backbone may be
         EfficientNet-Lite0 instead of the one asked for: :func:`backbone_of` tells.
+
+    Raises:
+        ValueError: for an unknown backbone or ``weights`` value.
+        WeightsUnavailable: when the asked-for pretrained weights cannot be had.
     """
     import keras
     from keras import layers
@@ -50,14 +69,29 @@ def build_transfer_model(num_classes: int, backbone: str = "efficientnet_lite0",
 
 
 def backbone_of(model) -> str:
-    """The registry name of a transfer model's backbone (from its preprocessing layer)."""
+    """The registry name of a transfer model's backbone (from its preprocessing layer).
+
+    Args:
+        model: a model built by :func:`build_transfer_model`.
+
+    Returns:
+        The backbone name, e.g. ``"efficientnet_lite0"``.
+    """
     return model.get_layer("preprocess").backbone
 
 
 def head_model(model):
     """The part after the global pooling as its own model (dropout -> dense, the same layers), so
     phase 1 trains on cached, already pooled backbone features: the pooling is a mean, so this is
-    the same computation, about 50x cheaper than carrying 7x7 maps through every epoch."""
+    the same computation, about 50x cheaper than carrying 7x7 maps through every epoch.
+
+    Args:
+        model: a transfer model.
+
+    Returns:
+        A Keras model from a pooled feature vector (shape (C,)) to the class scores, sharing weights
+        with ``model``.
+    """
     import keras
     inp = keras.Input(layer_output(model, model.get_layer("pool")).shape[1:])
     x = inp
@@ -67,7 +101,14 @@ def head_model(model):
 
 
 def features_model(model):
-    """Image -> backbone feature map (for caching features once)."""
+    """Image -> backbone feature map (for caching features once).
+
+    Args:
+        model: a transfer model.
+
+    Returns:
+        A Keras model from ``model``'s input to the backbone's map, shape (B, h, w, C).
+    """
     import keras
     return keras.Model(model.inputs, layer_output(model, model.get_layer("backbone")))
 
@@ -83,6 +124,9 @@ def unfreeze_top(model, fine_tune: int | str) -> int:
 
     Returns:
         The number of trainable parameters.
+
+    Raises:
+        ValueError: if a layer-name ``fine_tune`` matches no backbone layer.
     """
     import keras
     base = model.get_layer("backbone")
@@ -135,6 +179,23 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     decay; BatchNorm frozen in inference mode. Early stopping with the best weights restored;
     phase 2 is undone when it does not beat phase 1 on validation. ``logs``: a folder for the
     TensorBoard logs of both phases (``head/``, ``fine_tune/``).
+
+    Args:
+        model: a transfer model from :func:`build_transfer_model` (changed in place).
+        train_rows, val_rows: manifest slices (``path``, ``label``) to train on and validate with.
+        classes: class names in label order.
+        image_size, channels: the model input.
+        phase1_epochs, phase2_epochs: maximum epochs of each phase (0 skips phase 2).
+        fine_tune_layers: what to unfreeze in phase 2 (see :func:`unfreeze_top`).
+        lr_head, lr_fine: learning rates of phase 1 and (initial, cosine-decayed) phase 2.
+        batch_size: images per batch.
+        class_weight: class index -> loss weight, or None.
+        patience: early-stopping patience in epochs.
+        checkpoint: file to save phase 2's best epoch to, or None.
+        seed: seed of shuffling and augmentation.
+        verbose: Keras verbosity of phase 2 (phase 1 is silent).
+        flip_features: add the features of mirrored training images in phase 1.
+        logs: TensorBoard log folder, or None.
 
     Returns:
         Timings, images/s, the histories, the best validation scores of both phases and the
@@ -195,7 +256,19 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
 def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batch_size: int = 32,
                   tta_flip: bool = False):
     """Model scores for every row of a manifest slice; with ``tta_flip`` the mean of the scores
-    of each image and its mirror image (test-time augmentation)."""
+    of each image and its mirror image (test-time augmentation).
+
+    Args:
+        model: a trained classifier.
+        rows: manifest slice of images to score.
+        classes: class names in label order.
+        image_size, channels: the model input.
+        batch_size: images per batch.
+        tta_flip: average with the scores of the left-right mirrored images.
+
+    Returns:
+        Array of shape (N,) (positive-class probability, binary) or (N, K) class probabilities.
+    """
     from fracturelib.data.pipeline import make_dataset
     from fracturelib.models.train import predict
     ds = make_dataset(rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
@@ -204,7 +277,17 @@ def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batc
 
 
 def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size: int = 32) -> np.ndarray:
-    """Frozen backbone features, globally average-pooled: one vector per row (no augmentation)."""
+    """Frozen backbone features, globally average-pooled: one vector per row (no augmentation).
+
+    Args:
+        model: a transfer model.
+        rows: manifest slice of images.
+        image_size, channels: the model input.
+        batch_size: images per batch.
+
+    Returns:
+        float32 array of shape (N, C), C the backbone's channel count ((0, C) for no rows).
+    """
     from fracturelib.data.pipeline import make_dataset
     fm = features_model(model)
     ds = make_dataset(rows, None, image_size, channels, batch_size, with_labels=False, cache=False)
@@ -216,7 +299,17 @@ def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size:
 def linear_probe(train_features, train_labels, C: float = 0.03, class_weight: str | None = "balanced"):
     """The floor every fine-tuned model must beat: standardised logistic regression on frozen
     pooled features (scikit-learn). ``C`` was chosen by 5-fold grouped cross-validation on Bone
-    Break Train (0.01-0.3 within noise), never on Test."""
+    Break Train (0.01-0.3 within noise), never on Test.
+
+    Args:
+        train_features: pooled features, shape (N, C).
+        train_labels: integer class labels, length N.
+        C: inverse regularisation strength of the logistic regression.
+        class_weight: ``"balanced"`` or None, passed to scikit-learn.
+
+    Returns:
+        The fitted scikit-learn pipeline (``StandardScaler`` -> ``LogisticRegression``).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -226,7 +319,20 @@ def linear_probe(train_features, train_labels, C: float = 0.03, class_weight: st
 
 def test_scores(model, test_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32,
                 tta_flip: bool = False):
-    """Integer labels, class probabilities and the honest mask (no copy in Train) of a Test part."""
+    """Integer labels, class probabilities and the honest mask (no copy in Train) of a Test part.
+
+    Args:
+        model: a trained classifier.
+        test_rows: the Test manifest slice, with ``label`` and ``leak`` columns.
+        classes: class names in label order.
+        image_size, channels: the model input.
+        batch_size: images per batch.
+        tta_flip: average with the scores of mirrored images.
+
+    Returns:
+        ``(y, proba, honest)``: labels (N,), scores as :func:`predict_proba`, and a boolean mask (N,)
+        that is True where the image has no copy in Train.
+    """
     proba = predict_proba(model, test_rows, classes, image_size, channels, batch_size, tta_flip)
     y = np.array([list(classes).index(c) for c in test_rows["label"]])
     return y, proba, ~test_rows["leak"].to_numpy(bool)
@@ -234,7 +340,18 @@ def test_scores(model, test_rows, classes, image_size: int, channels: int = 3, b
 
 def choose_tta_flip(model, val_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32) -> dict:
     """Decide test-time flip averaging on validation (never on Test): kept only when it raises
-    validation accuracy. Returns both accuracies and the decision."""
+    validation accuracy. Returns both accuracies and the decision.
+
+    Args:
+        model: a trained multiclass classifier.
+        val_rows: the validation manifest slice, with a ``label`` column.
+        classes: class names in label order.
+        image_size, channels: the model input.
+        batch_size: images per batch.
+
+    Returns:
+        Dict: ``val_accuracy`` and ``val_accuracy_flip`` (floats), and ``tta_flip`` (bool).
+    """
     y = np.array([list(classes).index(c) for c in val_rows["label"]])
     acc = {}
     for flip in (False, True):
@@ -249,6 +366,13 @@ def compare_backbones(configs: str, parts: dict, classes, image_size: int, chann
     """Phase 1 only (frozen backbone) for each ``"backbone:weights"`` in a comma-separated
     ``configs`` string, on the same split, plus a linear-probe row for each: honest and all-Test
     accuracy. A configuration whose weights cannot be had is a row with the reason.
+
+    Args:
+        configs: e.g. ``"efficientnet_lite0:imagenet,mobilenet_v2:none"`` (weights default ``imagenet``).
+        parts: ``{"train": rows, "val": rows, "test": rows}`` manifest slices.
+        classes: class names in label order.
+        image_size, channels: the model input.
+        phase1_epochs, lr_head, batch_size, class_weight, patience, seed: as for :func:`two_phase`.
 
     Returns:
         A pandas DataFrame, one row per (configuration, classifier).

@@ -14,7 +14,16 @@ from fracturelib.workflow.profiles import PROFILE_ENV, load_profile
 
 def setup(namespace: dict, notebook: str, output_dir: str | Path) -> Path:
     """Apply the profile named in $FRACTURELIB_PROFILE to the notebook's parameters (CI), set the
-    display style, and create ``output_dir``. Returns it as a Path."""
+    display style, and create ``output_dir``. Returns it as a Path.
+
+    Args:
+        namespace: the notebook's globals (its parameters are overridden in place).
+        notebook: the notebook's name, as the profile's runs name it.
+        output_dir: the default output folder; a profile's ``output_dir`` takes precedence.
+
+    Returns:
+        The output folder as a Path (created).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import logging
 
@@ -32,7 +41,15 @@ def setup(namespace: dict, notebook: str, output_dir: str | Path) -> Path:
 
 
 def record(output_dir: str | Path, **figures) -> dict:
-    """Merge key figures (shown in the index) into ``output_dir/figures.json``."""
+    """Merge key figures (shown in the index) into ``output_dir/figures.json``.
+
+    Args:
+        output_dir: the notebook's output folder.
+        figures: name -> value (values JSON-encoded, with ``str`` for others).
+
+    Returns:
+        The merged figures dict, as written.
+    """
     p = Path(output_dir) / "figures.json"
     p.parent.mkdir(parents=True, exist_ok=True)
     cur = json.loads(p.read_text()) if p.exists() else {}
@@ -43,7 +60,15 @@ def record(output_dir: str | Path, **figures) -> dict:
 
 def apply_profile(namespace: dict, notebook: str) -> dict:
     """Override a notebook's parameters from the profile named in $FRACTURELIB_PROFILE (e.g. the
-    tiny ``ci`` profile nbval uses). Without the variable nothing changes. Returns the overrides."""
+    tiny ``ci`` profile nbval uses). Without the variable nothing changes. Returns the overrides.
+
+    Args:
+        namespace: the notebook's globals (updated in place).
+        notebook: the notebook's name, as the profile's runs name it.
+
+    Returns:
+        Dict of the overridden parameters (empty without a profile or a run for this notebook).
+    """
     name = os.environ.get(PROFILE_ENV)
     if not name:
         return {}

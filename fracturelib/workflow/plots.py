@@ -10,6 +10,14 @@ from fracturelib.data.schema import usable
 
 
 def class_balance(counts: pd.DataFrame):
+    """Stacked horizontal bars of usable files per class, one colour per split: the imbalance at a glance.
+
+    Args:
+        counts: the table of :func:`fracturelib.data.eda.counts` (``total`` and ``share`` are left out).
+
+    Returns:
+        The matplotlib Figure.
+    """
     cols = [c for c in counts.columns if c not in ("total", "share")]
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(counts) + 1.5))
     counts[cols].plot.barh(stacked=True, ax=ax)
@@ -20,6 +28,14 @@ def class_balance(counts: pd.DataFrame):
 
 
 def sizes(df: pd.DataFrame):
+    """Image sizes (width against height) and the aspect-ratio histogram per class.
+
+    Args:
+        df: the scan manifest (``width``, ``height`` in pixels, ``label``); only usable files are drawn.
+
+    Returns:
+        The matplotlib Figure (two panels).
+    """
     ok = usable(df).assign(aspect=lambda d: d["width"] / d["height"])
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     sns.scatterplot(data=ok, x="width", y="height", hue="label", s=12, alpha=0.6, ax=axes[0],
@@ -33,6 +49,14 @@ def sizes(df: pd.DataFrame):
 
 
 def intensity(per_image: pd.DataFrame, hists: pd.DataFrame):
+    """Mean gray-level histogram per class and per-image mean intensity by class.
+
+    Args:
+        per_image, hists: the two tables of :func:`fracturelib.data.eda.intensity_stats`.
+
+    Returns:
+        The matplotlib Figure (two panels).
+    """
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for c in hists.columns:
         axes[0].plot(hists.index, hists[c], label=c)
@@ -47,7 +71,20 @@ def intensity(per_image: pd.DataFrame, hists: pd.DataFrame):
 
 def image_grid(images, titles=None, ncols: int = 6, size: float = 2.0, suptitle: str | None = None,
                overlays=None, cmap="gray"):
-    """Show uint8/float images (HxW, HxWx1 or HxWx3) in a grid; optional RGBA overlays."""
+    """Show uint8/float images (HxW, HxWx1 or HxWx3) in a grid; optional RGBA overlays.
+
+    Args:
+        images: the images; values above 1.5 are taken as 0-255 and cast to uint8.
+        titles: one title per image, or None.
+        ncols: images per row.
+        size: width of one cell in inches.
+        suptitle: title of the figure, or None.
+        overlays: one array per image drawn on top (alpha 0.45, jet colormap), or None.
+        cmap: colormap of single-channel images.
+
+    Returns:
+        The matplotlib Figure.
+    """
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.1), squeeze=False)
@@ -70,6 +107,14 @@ def image_grid(images, titles=None, ncols: int = 6, size: float = 2.0, suptitle:
 
 
 def training_curves(history: dict):
+    """Loss, AUC, PR-AUC and accuracy per epoch, train beside validation (those the history has).
+
+    Args:
+        history: a Keras ``History.history`` dict (``loss``, ``val_loss``, ...).
+
+    Returns:
+        The matplotlib Figure, one panel per metric.
+    """
     keys = [k for k in ("loss", "auc", "pr_auc", "accuracy") if k in history]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
     for ax, k in zip(axes[0], keys):
@@ -84,6 +129,16 @@ def training_curves(history: dict):
 
 
 def roc_pr(y, p, threshold: float | None = None):
+    """ROC and precision-recall curves of binary scores, with AUC, average precision and prevalence.
+
+    Args:
+        y: binary labels (0/1).
+        p: predicted probabilities of the positive class.
+        threshold: operating threshold marked on the ROC curve, or None.
+
+    Returns:
+        The matplotlib Figure (two panels).
+    """
     from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
     fpr, tpr, _ = roc_curve(y, p)
     prec, rec, _ = precision_recall_curve(y, p)
@@ -106,6 +161,17 @@ def roc_pr(y, p, threshold: float | None = None):
 
 
 def confusion(y, pred, labels, normalize: str | None = None, title: str = "Confusion matrix"):
+    """Confusion matrix as an annotated heatmap (rows true, columns predicted).
+
+    Args:
+        y, pred: true and predicted integer class labels.
+        labels: class names in label order.
+        normalize: None for counts, or ``"true"``, ``"pred"``, ``"all"`` (as scikit-learn).
+        title: title of the plot.
+
+    Returns:
+        The matplotlib Figure.
+    """
     from sklearn.metrics import confusion_matrix
     cm = confusion_matrix(y, pred, labels=range(len(labels)), normalize=normalize)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(labels), 0.8 + 0.5 * len(labels)) if len(labels) > 3 else (4, 3.4))
@@ -117,6 +183,16 @@ def confusion(y, pred, labels, normalize: str | None = None, title: str = "Confu
 
 
 def calibration(y, p, bins: int = 10):
+    """Reliability curve of binary scores in equal-mass (quantile) bins beside the diagonal.
+
+    Args:
+        y: binary labels (0/1).
+        p: predicted probabilities of the positive class.
+        bins: number of bins.
+
+    Returns:
+        The matplotlib Figure.
+    """
     from sklearn.calibration import calibration_curve
     frac, mean = calibration_curve(y, p, n_bins=bins, strategy="quantile")
     fig, ax = plt.subplots(figsize=(4.2, 4))
@@ -131,7 +207,15 @@ def calibration(y, p, bins: int = 10):
 
 def reliability(curves: dict, bins: int = 10, strategy: str = "quantile"):
     """Reliability diagrams, one panel per model: ``{name: (y, p_as_trained, p_scaled)}``
-    (binary: P(positive); multiclass: top-label confidence), before and after temperature scaling."""
+    (binary: P(positive); multiclass: top-label confidence), before and after temperature scaling.
+
+    Args:
+        curves: model name -> (labels, probabilities as trained, temperature-scaled probabilities).
+        bins, strategy: binning, as for :func:`fracturelib.metrics.calibration.reliability`.
+
+    Returns:
+        The matplotlib Figure, the ECE of each curve in its legend.
+    """
     from fracturelib.metrics.calibration import ece
     from fracturelib.metrics.calibration import reliability as table
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 4), squeeze=False)
@@ -148,7 +232,14 @@ def reliability(curves: dict, bins: int = 10, strategy: str = "quantile"):
 
 def decision_curves(curves: dict):
     """Net benefit against threshold probability, ``{name: evaluate.decision_curve(...)}``, with
-    the treat-all and treat-none strategies of the first."""
+    the treat-all and treat-none strategies of the first.
+
+    Args:
+        curves: model name -> table of :func:`fracturelib.metrics.evaluate.decision_curve` (same thresholds).
+
+    Returns:
+        The matplotlib Figure.
+    """
     fig, ax = plt.subplots(figsize=(6, 4))
     first = next(iter(curves.values()))
     for name, dc in curves.items():
@@ -165,7 +256,18 @@ def decision_curves(curves: dict):
 
 def overlay_gallery(rows: pd.DataFrame, heats, title: str, k: int = 6, caption: str = "p"):
     """Heatmap overlays of the first ``k`` rows (``heats`` aligned with ``rows``), captioned with
-    the file name and ``rows[caption]``; prints a line instead when there are none."""
+    the file name and ``rows[caption]``; prints a line instead when there are none.
+
+    Args:
+        rows: manifest rows with ``path``, ``relpath`` and the ``caption`` column.
+        heats: heatmaps in [0, 1], one per row, in the image's pixels.
+        title: title of the gallery.
+        k: maximum number of images.
+        caption: numeric column shown beside each file name.
+
+    Returns:
+        The matplotlib Figure (also shown), or None when ``rows`` is empty.
+    """
     from fracturelib.data.geometry import overlay
     from fracturelib.data.imageio import read_image
     rows, heats = rows.head(k), list(heats)[:k]

@@ -7,9 +7,38 @@ import os
 import time
 from pathlib import Path
 
+from fracturelib.files import atomic_write
+
 COLOURS = {"ok": "#e6f4ea", "cached": "#eef3fb", "interrupted": "#fff4e5"}
+#: The one style of every index page (reports and sweeps); thumbnails in table cells are shrunk.
 STYLE = ("body{font-family:sans-serif;margin:2em}td,th{padding:6px 10px;border-bottom:1px solid #ddd;"
-         "vertical-align:top;text-align:left}table{border-collapse:collapse}img{max-width:240px}")
+         "vertical-align:top;text-align:left}table{border-collapse:collapse}td img{max-width:240px}")
+
+
+def write_html_index(out_dir: Path, title: str, heading: str, intro: str, columns: list[str],
+                     rows: list[str], name: str = "index.html") -> Path:
+    """Write an index page (the reports' and the sweeps') atomically: readers never see half a page,
+    a full or read-only disk is one ``OutputError`` line and the previous page stays.
+
+    Args:
+        out_dir: the folder of the page.
+        title: the page title (plain text, escaped here).
+        heading: the ``<h1>`` text (plain text, escaped here).
+        intro: HTML between the heading and the table (already escaped by the caller).
+        columns: the table's column names (plain text, escaped here).
+        rows: the table rows, each a ``<tr>...</tr>`` HTML string (already escaped).
+        name: the page's file name.
+
+    Returns:
+        The path of the page.
+    """
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{STYLE}</style></head><body>
+<h1>{html.escape(heading)}</h1>{intro}
+<table><tr>{head}</tr>
+{''.join(rows)}</table></body></html>"""
+    return atomic_write(Path(out_dir) / name, page)
 
 
 def _status(r) -> str:
@@ -40,17 +69,9 @@ def write_index(results: list, out_dir: Path, profile: str) -> Path:
             f"{report}</td><td>{_status(r)}</td><td>{r.seconds:.0f} s</td><td>{_thumb(r, out_dir)}</td>"
             f"<td>{figs}</td><td>{html.escape(r.error)}</td></tr>")
     good = sum(r.status in ("ok", "cached") for r in results)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fracturelib reports</title>
-<style>{STYLE}</style></head><body>
-<h1>fracturelib reports</h1><p>profile: <b>{html.escape(profile)}</b>; generated
+    intro = f"""<p>profile: <b>{html.escape(profile)}</b>; generated
 {time.strftime('%Y-%m-%d %H:%M:%S')}; {good} of {len(results)} ok
 ({sum(r.status == 'cached' for r in results)} reused from an earlier run: inputs unchanged).
-Each notebook links to its full report (with code) and, after the dot, the code-free report.</p>
-<table><tr><th>notebook</th><th>status</th><th>duration</th><th>key figure</th><th>key figures</th>
-<th>error</th></tr>
-{''.join(rows)}</table></body></html>"""
-    p = out_dir / "index.html"
-    tmp = p.with_name(".index.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(p)                 # readers never see half a page
-    return p
+Each notebook links to its full report (with code) and, after the dot, the code-free report.</p>"""
+    return write_html_index(out_dir, "fracturelib reports", "fracturelib reports", intro,
+                            ["notebook", "status", "duration", "key figure", "key figures", "error"], rows)

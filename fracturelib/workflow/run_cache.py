@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from fracturelib import config
-from fracturelib.data.duplicates import sha256_file
+from fracturelib.files import atomic_write, sha256_file
 
 #: Parameter values that name model files (read when the parameter is an input).
 MODEL_SUFFIXES = (".keras", ".npz")
@@ -25,7 +25,8 @@ OUTPUT_SUFFIX = "_path"
 
 
 def file_digest(path: Path) -> str:
-    return sha256_file(path) or "missing"
+    """The file's SHA-256, or ``missing`` when it cannot be read."""
+    return sha256_file(path, default="missing")
 
 
 def source_digest() -> str:
@@ -125,9 +126,7 @@ class RunCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         entry = {"key": run_key, "seconds": seconds, "finished": time.time(), "figures": figures,
                  "outputs": outputs}
-        tmp = self._path(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps(entry, indent=1, default=str))
-        tmp.replace(self._path(name))
+        atomic_write(self._path(name), json.dumps(entry, indent=1, default=str))
 
     def drop(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracturelib import config
+from fracturelib.files import OutputError, atomic_write, ensure_dir, refuse_overwriting_inputs
 from fracturelib.progress import QUIET_ENV
 from fracturelib.workflow import run_cache
 from fracturelib.workflow.profiles import (
@@ -61,10 +62,10 @@ def _to_html(ipynb: Path, out: Path) -> None:
     from nbconvert import HTMLExporter
     nb = nbformat.read(ipynb, as_version=4)
     body, _ = HTMLExporter().from_notebook_node(nb)
-    out.write_text(body)
+    atomic_write(out, body)
     body, _ = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                            exclude_output_prompt=True).from_notebook_node(nb)
-    out.with_suffix(".report.html").write_text(body)
+    atomic_write(out.with_suffix(".report.html"), body)
     _thumbnail(nb, out.parent / "thumbs" / f"{out.stem}.png")
 
 
@@ -83,8 +84,8 @@ def _thumbnail(nb, target: Path, width: int = 320) -> Path | None:
             if png:
                 im = Image.open(io.BytesIO(base64.b64decode(png)))
                 im.thumbnail((width, width * 2))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                im.save(target)
+                ensure_dir(target.parent)
+                atomic_write(target, lambda f, im=im: im.save(f, "PNG"))
                 return target
     target.unlink(missing_ok=True)
     return None
@@ -140,11 +141,16 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
         if quiet_before is None:
             os.environ.pop(QUIET_ENV, None)
     seconds = time.perf_counter() - t0
-    if nb_out.exists():
-        _to_html(nb_out, html_out)
-    else:
-        html_out.write_text(f"<h1>{html.escape(run.name)}: {status} before running</h1><pre>"
-                            f"{html.escape(error)}</pre>")
+    try:
+        if nb_out.exists():
+            _to_html(nb_out, html_out)
+        else:
+            atomic_write(html_out, f"<h1>{html.escape(run.name)}: {status} before running</h1><pre>"
+                                   f"{html.escape(error)}</pre>")
+    except OutputError as e:      # no half report: the row says why (and the index write may tell)
+        if status == "ok":
+            status = "failed"
+        error = (error + "; " if error else "") + str(e)
     figures = {}
     fj = artifacts / "figures.json"
     if fj.exists():
@@ -181,6 +187,25 @@ def prepare_output(out_dir: str | Path) -> Path:
     return out
 
 
+def run_outputs(runs: list[Run], out_dir: str | Path) -> list[Path]:
+    """Every file ``run --out out_dir`` writes for ``runs`` (reports, executed notebooks, logs,
+    thumbnails, the index), to refuse an output that is one of the inputs before anything runs.
+
+    Args:
+        runs: the selected runs.
+        out_dir: the ``--out`` folder.
+
+    Returns:
+        The output paths.
+    """
+    out = Path(out_dir)
+    files = [out / "index.html"]
+    for r in runs:
+        files += [out / f"{r.name}{s}" for s in (".ipynb", ".html", ".report.html", ".log")]
+        files.append(out / "thumbs" / f"{r.name}.png")
+    return files
+
+
 def run_all(profile: str = "quick", only: list[str] | None = None, out_dir: str | Path = "reports",
             extra: dict | None = None, echo=None, force: bool = False) -> list[Result]:
     """Run the selected notebooks of ``profile`` in order (see :func:`run_runs`)."""
@@ -196,6 +221,7 @@ def run_runs(runs: list[Run], out_dir: str | Path, label: str, extra: dict | Non
     echo = echo or (lambda *a, **k: print(*a, **k))
     extra = extra or {}
     check_overrides(runs, extra)
+    refuse_overwriting_inputs(run_outputs(runs, out_dir), [notebook_path(r) for r in runs], "--out")
     out = prepare_output(out_dir)
     cache, source = run_cache.RunCache(out), run_cache.source_digest()
     results = []

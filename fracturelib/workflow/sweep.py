@@ -7,6 +7,7 @@ the main metric (with its confidence interval) against the first swept parameter
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import itertools
 import json
@@ -16,13 +17,17 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+from fracturelib.files import atomic_write
 from fracturelib.workflow.profiles import ProfileError, Run, check_overrides, notebook_parameters, parse_overrides
+from fracturelib.workflow.report_index import write_html_index
 from fracturelib.workflow.run_cache import MODEL_SUFFIXES, OUTPUT_SUFFIX, resolve_path
 
 #: "0.742 (95% CI 0.692-0.792)" as notebooks record a figure (evaluate.format_ci).
 CI_FIGURE = re.compile(r"^\s*(-?[\d.]+)\s*\((?:95% CI)?\s*(-?[\d.]+)\s*[-\u2013]\s*(-?[\d.]+)\s*\)")
 #: Seconds to wait for a Dask scheduler before saying it cannot be reached.
 CONNECT_TIMEOUT = 30
+#: The most combinations one sweep may have.
+MAX_COMBINATIONS = 1000
 
 
 def grid(specs: list[str]) -> list[dict]:
@@ -33,7 +38,12 @@ def grid(specs: list[str]) -> list[dict]:
         if not sep or not values.strip():
             raise ProfileError(f"--grid {spec!r}: expected KEY=V1,V2,... e.g. --grid seed=1,2,3")
         name = name.strip()
-        axes[name] = [parse_overrides([f"{name}={v.strip()}"])[name] for v in values.split(",")]
+        axes[name] = [parse_overrides([f"{name}={v.strip()}"], "--grid")[name] for v in values.split(",")]
+    n = 1
+    for values in axes.values():
+        n *= len(values)
+    if n > MAX_COMBINATIONS:
+        raise ProfileError(f"--grid: {n} combinations (limit {MAX_COMBINATIONS}); sweep fewer values")
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
@@ -44,8 +54,24 @@ def sweep_folder(specs: list[str]) -> str:
 
 
 def folder_name(combo: dict) -> str:
+    """The folder of one combination, a single safe path component: ``seed-1_image_size-128``.
+
+    Characters outside ``A-Za-z0-9._=-`` become ``-``; when that (or the length cap) changed the
+    text, a short hash of the combination is appended, so that two values never share a folder
+    (``a/b`` and ``a-b``) and no value forms a path (``../x``).
+
+    Args:
+        combo: parameter name -> value.
+
+    Returns:
+        The folder name.
+    """
     text = "_".join(f"{k}-{v}" for k, v in combo.items())
-    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text)[:120] or "run"
+    safe = re.sub(r"[^A-Za-z0-9._=-]+", "-", text)[:120].strip(".") or "run"
+    if safe != text:
+        digest = hashlib.sha256(json.dumps(combo, sort_keys=True, default=repr).encode()).hexdigest()[:8]
+        safe = f"{safe[:110]}-{digest}"
+    return safe
 
 
 def localised(runs: list[Run], folder: Path) -> list[Run]:
@@ -103,9 +129,14 @@ def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dic
               echo=print) -> tuple[Path, list[dict]]:
     """Run every combination of ``specs`` over ``runs``; write the sweep index and return its path
     with the rows (one per combination, each with its runs' status and figures)."""
+    if not isinstance(workers, int) or workers < 1:
+        raise ProfileError(f"--workers {workers}: must be 1 or more")
     combos = grid(specs)
     for c in combos:
         check_overrides(runs, {**(extra or {}), **c})
+    names = [folder_name(c) for c in combos]
+    if len(set(names)) != len(names):
+        raise ProfileError("--grid: two combinations would share a folder; give distinct values")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with executor(workers, scheduler) as ex:
@@ -163,14 +194,16 @@ def _plot(rows: list[dict], swept: list[str], metric: str, target: Path) -> Path
     ax.set_ylabel(f"{metric} (95% CI)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(target, lambda f: fig.savefig(f, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
     return target
 
 
 def write_sweep_index(rows: list[dict], out: Path, swept: list[str]) -> Path:
     """``sweep.json`` (machine-readable), ``sweep.png`` and ``index.html`` in ``out``."""
-    (out / "sweep.json").write_text(json.dumps(rows, indent=1, default=str))
+    atomic_write(out / "sweep.json", json.dumps(rows, indent=1, default=str))
     metric = main_metric(rows)
     plot = _plot(rows, swept, metric, out / "sweep.png") if metric else None
     body = []
@@ -185,15 +218,8 @@ def write_sweep_index(rows: list[dict], out: Path, swept: list[str]) -> Path:
                         f"<td>{run['seconds']:.0f} s</td><td>{figs}</td>"
                         f"<td>{html.escape(run.get('error', ''))}</td></tr>")
     img = f"<p><img src='sweep.png' alt='{html.escape(metric or '')}'></p>" if plot else ""
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fracturelib sweep</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:6px 10px;border-bottom:1px solid #ddd;
-vertical-align:top;text-align:left}}table{{border-collapse:collapse}}</style></head><body>
-<h1>Sweep over {html.escape(', '.join(swept))}</h1><p>{len(rows)} runs; main metric:
-<b>{html.escape(metric or 'none recorded')}</b>.</p>{img}
-<table><tr><th>run</th><th>parameters</th><th>notebook</th><th>status</th><th>duration</th>
-<th>key figures</th><th>error</th></tr>{''.join(body)}</table></body></html>"""
-    p = out / "index.html"
-    tmp = p.with_name(".index.html.tmp")
-    tmp.write_text(page)
-    tmp.replace(p)
-    return p
+    intro = (f"<p>{len(rows)} runs; main metric:\n<b>{html.escape(metric or 'none recorded')}</b>.</p>"
+             f"{img}")
+    return write_html_index(out, "fracturelib sweep", f"Sweep over {', '.join(swept)}", intro,
+                            ["run", "parameters", "notebook", "status", "duration", "key figures",
+                             "error"], body)

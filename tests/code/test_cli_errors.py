@@ -102,3 +102,56 @@ def test_scan_out_that_is_a_folder(tmp_path, capsys):
     write_tree(tmp_path / "ds", {"a": 1, "b": 1})
     assert main(["scan", str(tmp_path / "ds"), "--quiet", "--out", str(tmp_path)]) == 2
     assert "is a folder" in _err(capsys)
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("truncated", "not a Keras model archive (truncated or damaged); re-save it"),
+    ("not a zip", "not a Keras model archive (truncated or damaged); re-save it"),
+    ("card type", "threshold is \"high\", but must be a number in [0, 1]"),
+    ("card classes", "card lists 10 classes"),
+    ("corrupt ood", "not a radiograph (OOD) detector archive"),
+    ("classifier as localiser", "not a localiser")])
+def test_damaged_model_files_are_one_line_errors(tmp_path, capsys, damage, why):
+    import json
+
+    from fracturelib import config
+    from fracturelib.models import cards, cnn
+    path = cards.save_model(cnn.build_binary_cnn(32, 1), tmp_path / "m.keras",
+                            {"classes": list(config.BINARY_CLASSES), "image_size": 32, "channels": 1,
+                             "preprocessing": "t", "companions": {"ood": config.OOD_FILE}})
+    card = json.loads(cards.card_path(path).read_text())
+    args = []
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif damage == "not a zip":
+        path.write_text("<html>not found</html>")
+    elif damage == "card type":
+        cards.card_path(path).write_text(json.dumps({**card, "threshold": "high"}))
+    elif damage == "card classes":
+        cards.card_path(path).write_text(json.dumps({**card, "classes": list(config.FRACTURE_TYPES)}))
+    elif damage == "corrupt ood":
+        (tmp_path / config.OOD_FILE).write_bytes(b"PK\x03\x04 truncated")
+        (tmp_path / "ood.json").write_text(json.dumps({"threshold": 1, "quantile": 0.99, "n_train": 3}))
+    else:
+        args = ["--localiser", str(path)]
+    image = next((config.DEFAULT_FRACATLAS / "images" / "Fractured").glob("*.jpg"))
+    assert main(["predict", str(image), "--model", str(path), *args]) == 2
+    line = _err(capsys)
+    assert why in line and "File not found" not in line
+    assert str(tmp_path) in line                                       # names the file
+
+
+@pytest.mark.parametrize("param,why", [("rate=.nan", "finite"), ("rate=.inf", "finite"),
+                                       ("name={a: 1}", "expects text"),
+                                       ("x=[&a [1,1],&b [*a,*a]]", "aliases")])
+def test_values_are_checked_by_one_schema(tmp_path, capsys, profile, param, why):
+    assert main(["run", "--profile", profile, "--out", str(tmp_path / "r"), "-p", param]) == 2
+    assert why in _err(capsys) and not (tmp_path / "r").exists()
+
+
+def test_run_name_that_would_leave_out_is_refused(tmp_path, capsys):
+    good = _notebook(tmp_path / "good.ipynb", "print(1)")
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"runs": [{"name": "../../x", "notebook": good}]}))
+    assert main(["run", "--profile", str(p), "--out", str(tmp_path / "r")]) == 2
+    assert "run name '../../x'" in _err(capsys) and not (tmp_path / "r").exists()

@@ -66,3 +66,23 @@ def test_carved_split_is_group_aware_stratified_and_seeded(tmp_path):
     assert 0.08 < (d1["split"] == "test").mean() < 0.25
     d3 = assign_splits(df, seed=6)
     assert not d3["split"].equals(d1["split"])
+
+
+def test_copies_turned_by_exif_orientation_or_in_pixels_are_grouped(tmp_path):
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = 6                                   # same pixels, shown turned 90 degrees
+    stored = xray_like(11, size=(120, 80))
+    stored.save(tmp_path / "upright.jpg", quality=92)
+    stored.save(tmp_path / "exif6.jpg", quality=92, exif=exif)
+    other = xray_like(12, size=(120, 80))
+    other.save(tmp_path / "b.jpg", quality=92)
+    other.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "b_turned.jpg", quality=92)
+    xray_like(13, size=(120, 80)).save(tmp_path / "c.jpg", quality=92)
+    xray_like(14, size=(120, 80)).save(tmp_path / "d.jpg", quality=92)
+    df = build_manifest(tmp_path, workers=1, progress=False).set_index("relpath")
+    g = df["dup_group"]
+    assert g["upright.jpg"] >= 0 and g["upright.jpg"] == g["exif6.jpg"]
+    assert g["b.jpg"] >= 0 and g["b.jpg"] == g["b_turned.jpg"] != g["upright.jpg"]
+    assert g["c.jpg"] == g["d.jpg"] == -1              # distinct images stay apart
+    assert (df.loc[g >= 0, "dup_kind"] == "near").all()

@@ -285,3 +285,202 @@ def test_local_archive_option(tmp_path, capsys):
     assert main(["fetch", "fracatlas", "--dest", str(tmp_path / "d2"), "--archive",
                  str(tmp_path / "none.zip"), "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("error: --archive")
+
+
+# --- whole-archive limits, names, encryption, full disks, download cap, Content-Range (issue:
+# reliability by construction) ---
+
+import errno  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from fracturelib.data import fetch  # noqa: E402
+
+
+def _local(tmp_path, data: bytes) -> Path:
+    z = tmp_path / "given.zip"
+    z.write_bytes(data)
+    return z
+
+
+def _unpack_into(tmp_path, data: bytes):
+    dest = tmp_path / "dest"
+    return fetch_fracatlas(dest, archive=_local(tmp_path, data), expected_images=None, progress=False), dest
+
+
+def test_many_exactly_one_mib_members_are_refused_by_the_overall_ratio(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        for k in range(150):
+            z.writestr(f"FracAtlas/images/Fractured/{k}.jpg", b"\0" * (1 << 20))
+    dest = tmp_path / "dest"
+    with pytest.raises(FetchError, match="overall"):
+        _unpack_into(tmp_path, buf.getvalue())
+    assert _only_leftovers(dest) == []
+
+
+def test_member_count_and_total_size_limits(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "MAX_MEMBERS", 5)
+    with pytest.raises(FetchError, match="members"):
+        _unpack_into(tmp_path, _archive())
+    monkeypatch.setattr(fetch, "MAX_MEMBERS", 100)
+    monkeypatch.setattr(fetch, "MAX_UNPACKED", 1000)
+    with pytest.raises(FetchError, match="would unpack to"):
+        _unpack_into(tmp_path, _archive())
+    assert _only_leftovers(tmp_path / "dest") == []
+
+
+def test_encrypted_member_is_refused(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        info = zipfile.ZipInfo("FracAtlas/images/Fractured/a.jpg")
+        info.flag_bits |= 0x1
+        z.writestr(info, b"secret")
+    with pytest.raises(FetchError, match="encrypted"):
+        _unpack_into(tmp_path, buf.getvalue())
+    assert _only_leftovers(tmp_path / "dest") == []
+
+
+@pytest.mark.parametrize("name,why", [("FracAtlas/" + "a" * 256 + ".jpg", "longer than 255 bytes"),
+                                      ("FracAtlas/" + "/".join(["d" * 200] * 22) + "/x", "too long")])
+def test_overlong_names_are_refused(tmp_path, name, why):
+    with pytest.raises(FetchError, match=why):
+        _unpack_into(tmp_path, _zip({name: b"x", "FracAtlas/images/Fractured/a.jpg": b"y"}))
+    assert _only_leftovers(tmp_path / "dest") == []
+
+
+def test_archive_inside_dest_is_refused(tmp_path, capsys):
+    dest = tmp_path / "dest"
+    (dest / "FracAtlas").mkdir(parents=True)
+    mine = dest / "FracAtlas.zip"
+    mine.write_bytes(_archive())
+    assert main(["fetch", "fracatlas", "--dest", str(dest), "--archive", str(mine), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --dest") and err.count("\n") == 1 and mine.read_bytes() == _archive()
+
+
+def _full_disk(monkeypatch, after: int):
+    real, left = os.write, [after]
+
+    def write(fd, data):
+        if fd > 2:
+            if left[0] <= 0:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            data = bytes(data)[: left[0]]
+            left[0] -= len(data)
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+
+
+@pytest.mark.parametrize("stage", ["copy", "unpack"])      # while copying --archive, while unpacking
+def test_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch, capsys, stage):
+    z = _local(tmp_path, _archive(10, 10))
+    dest = tmp_path / "dest"
+    _full_disk(monkeypatch, 1000 if stage == "copy" else z.stat().st_size + 5000)
+    assert main(["fetch", "fracatlas", "--dest", str(dest), "--archive", str(z), "--quiet",
+                 "--expected-images", "20"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "disk is full" in err
+    assert _only_leftovers(dest) == [] and z.exists()
+
+
+def test_full_disk_during_download_removes_the_part(tmp_path, monkeypatch):
+    _full_disk(monkeypatch, 5000)
+    with Server(_archive()) as s, pytest.raises(FetchError, match="partial download was removed"):
+        _fetch(tmp_path, s.url)
+    assert _only_leftovers(tmp_path) == []
+
+
+def test_download_size_cap(tmp_path):
+    body = _archive()
+    with Server(body) as s, pytest.raises(FetchError, match="larger than the limit"):
+        _fetch(tmp_path, s.url, max_bytes=len(body) - 1)
+    assert _only_leftovers(tmp_path) == []
+    with Hostile(_drip(b"x" * 1000, 5, 0.01)) as s, pytest.raises(FetchError, match="larger than the limit"):
+        _fetch(tmp_path, s.url, max_bytes=50_000)          # Content-Length 100,000 says it up front
+
+
+def _wrong_range(body: bytes, start: int):
+    def answer(h):
+        h.send_response(206)
+        h.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        h.send_header("Content-Length", str(len(body) - start))
+        h.end_headers()
+        h.wfile.write(body[start:])
+        h.close_connection = True
+    return answer
+
+
+@pytest.mark.parametrize("start", [0, 10, 1500])
+def test_content_range_not_at_the_resume_offset_restarts_cleanly(tmp_path, start):
+    body = _archive()
+    (tmp_path / "FracAtlas.zip.part").write_bytes(body[:1000])
+    with Hostile(_wrong_range(body, start), _send(body)) as s:
+        _fetch(tmp_path, s.url)
+    assert (tmp_path / "FracAtlas.zip").read_bytes() == body and s.n == 2
+
+
+def test_content_range_always_wrong_fails_in_one_line_without_appending(tmp_path):
+    body = _archive()
+    (tmp_path / "FracAtlas.zip.part").write_bytes(body[:1000])
+    with Hostile(_wrong_range(body, 7)) as s, pytest.raises(FetchError, match="failed after") as e:
+        _fetch(tmp_path, s.url, retries=2)
+    assert "\n" not in str(e.value) and _only_leftovers(tmp_path) == []
+
+
+_SEGMENT = st.sampled_from(["a", "b", "..", ".", "", "x" * 300, "C:", "\u00e9t\u00e9"])
+
+
+@st.composite
+def _archives(draw):
+    n = draw(st.integers(0, 12))
+    members, names = [], set()
+    if draw(st.booleans()):
+        names |= {"FracAtlas/images/Fractured/f.jpg", "FracAtlas/images/Non_fractured/n.jpg"}
+        members += [(n_, b"jpeg", zipfile.ZIP_STORED) for n_ in sorted(names)]
+    for _ in range(n):
+        parts = draw(st.lists(_SEGMENT, min_size=1, max_size=4))
+        name = ("/" if draw(st.booleans()) and draw(st.booleans()) else "FracAtlas/") + "/".join(parts)
+        if name in names or any(n_.startswith(name + "/") or name.startswith(n_ + "/") for n_ in names):
+            continue
+        names.add(name)
+        size = draw(st.sampled_from([0, 1, 100, 5000, 40_000]))
+        data = draw(st.sampled_from([b"\0", b"ab", bytes(range(256))])) * (size // 2 + 1)
+        members.append((name, data[:size], draw(st.sampled_from([zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED]))))
+    return members
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_archives())
+def test_property_random_archives_unpack_fully_or_fail_in_one_line(monkeypatch, members):
+    monkeypatch.setattr(fetch, "MAX_MEMBERS", 10)
+    monkeypatch.setattr(fetch, "MAX_UNPACKED", 100_000)
+    monkeypatch.setattr(fetch, "RATIO_FLOOR", 20_000)
+    monkeypatch.setattr(fetch, "MAX_RATIO", 20)
+    work = Path(tempfile.mkdtemp())
+    try:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for name, data, comp in members:
+                z.writestr(zipfile.ZipInfo(name), data, compress_type=comp)
+        dest = work / "dest"
+        try:
+            root, _ = _unpack_into(work, buf.getvalue())
+        except FetchError as e:
+            assert "\n" not in str(e)
+            assert _only_leftovers(dest) == []
+            return
+        total = sum(len(d) for _, d, _ in members)
+        assert total <= fetch.MAX_UNPACKED and len(members) <= fetch.MAX_MEMBERS
+        for name, data, _ in members:
+            rel = "/".join(p for p in name.split("/")[1:] if p not in ("", "."))
+            if not name.endswith("/"):
+                assert (root / rel).read_bytes() == data
+        assert sorted(p.name for p in dest.iterdir()) == ["FracAtlas", "FracAtlas.zip"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

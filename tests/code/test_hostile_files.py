@@ -10,7 +10,7 @@ from PIL import Image
 
 from fracturelib.app.cli import main
 from fracturelib.data import build_manifest, discover, imageio
-from fracturelib.data.duplicates import candidate_pairs, near_pairs, phash_pair, thumbnail
+from fracturelib.data.duplicates import VIEWS, candidate_pairs, near_pairs, phash_pair, thumbnail
 from tests.conftest import write_tree, xray_like
 
 
@@ -171,10 +171,22 @@ def test_near_copy_candidates_grow_linearly_and_find_planted_copies(tmp_path):
     ims += [ims[5].resize((50, 50)), ims[7].transpose(Image.Transpose.FLIP_LEFT_RIGHT)]
     t = np.stack([thumbnail(im) for im in ims]) / 32
     pairs = candidate_pairs(t, neighbours=8)
-    assert len(pairs) <= 2 * 8 * len(ims)
+    assert len(pairs) <= len(VIEWS) * 8 * len(ims)          # linear: 8 neighbours per view
     df = pd.DataFrame({"path": "", "status": "ok",
                        "phash": [phash_pair(im)[0] for im in ims],
                        "phash_mirror": [phash_pair(im)[1] for im in ims]})
     found = near_pairs(df, {i: thumbnail(im) for i, im in enumerate(ims)})
     assert sorted(zip(found["i"], found["j"])) == [(5, 600), (7, 601)]
     assert found.set_index("j").loc[601, "mirrored"]
+
+
+def test_file_names_with_control_characters_read_back_from_the_manifest(tmp_path):
+    write_tree(tmp_path / "ds", {"a": 1, "b": 1})
+    for k, name in enumerate(["cr\r.jpg", "new\nline.jpg", "tab\t,comma.jpg", "vt\x0b\x1f.jpg"]):
+        xray_like(60 + k).save(tmp_path / "ds" / "a" / name, "JPEG")
+    out = tmp_path / "m.csv"
+    assert main(["scan", str(tmp_path / "ds"), "--quiet", "--out", str(out)]) == 0
+    m = pd.read_csv(out, keep_default_na=False)
+    assert len(m) == 6 and (m["status"] == "ok").all()
+    assert "a/cr\r.jpg" in set(m["relpath"]) and "a/new\nline.jpg" in set(m["relpath"])
+    assert all(os.path.exists(p) for p in m["path"])

@@ -1,7 +1,10 @@
+import os
+
 import pytest
 
 from fracturelib.config import normalise_class_name
 from fracturelib.data.layout import LayoutError, discover
+from fracturelib.data.manifest import build_manifest
 from tests.conftest import write_tree
 
 
@@ -84,3 +87,58 @@ def test_hidden_files_are_listed_as_skipped(tmp_path):
     entries = discover(tmp_path).entries
     assert len(entries) == 4
     assert [e.skip for e in entries if e.path.name == ".DS_Store"] == ["hidden file: its name starts with '.'"]
+
+
+def _rows(root):
+    df = build_manifest(root, workers=1, progress=False)
+    return df, dict(zip(df["relpath"], df["reason"]))
+
+
+def test_case_and_spacing_variant_class_folders_are_merged_with_a_note(tmp_path):
+    write_tree(tmp_path, {"images/Fractured": 3, "images/fractured": 3,
+                          "images/Non_fractured": 3, "images/non fractured": 3})
+    df, _ = _rows(tmp_path)
+    assert df.attrs["layout"] == "fracatlas" and len(df) == 12 and (df["status"] == "ok").all()
+    assert df.groupby("label").size().to_dict() == {"fractured": 6, "non-fractured": 6}
+    assert (df.loc[df["label"] == "fractured", "note"]
+            == "class folders 'Fractured', 'fractured' merged as one class 'fractured'").all()
+    assert df.loc[df["label"] == "non-fractured", "note"].str.contains("'non fractured'").all()
+
+
+def test_variant_class_folders_merge_in_every_layout(tmp_path):
+    write_tree(tmp_path / "cf", {"Spiral": 1, "spiral": 2, "Avulsion fracture": 1})
+    write_tree(tmp_path / "sf", {"train/Spiral": 1, "train/SPIRAL": 1, "Train/Oblique": 1})
+    for name, n_merged in [("cf", 3), ("sf", 3)]:
+        df, _ = _rows(tmp_path / name)
+        assert (df["status"] == "ok").all() and (df["note"].str.contains("merged")).sum() == n_merged
+
+
+def test_hidden_folders_at_class_level_and_root_entries_are_rows(tmp_path):
+    write_tree(tmp_path / "sf", {"train/a": 1, "train/.hidden_class": 2, "test/a": 1})
+    write_tree(tmp_path / "cs", {"A/Train": 1, "A/Test": 1, "A/.ipynb_checkpoints": 1})
+    write_tree(tmp_path / "cf", {"a": 1, "b": 1, ".cache": 2})
+    (tmp_path / "cf" / "README.md").write_text("card")
+    os.mkfifo(tmp_path / "cf" / "pipe")
+    os.symlink(tmp_path / "gone.jpg", tmp_path / "cf" / "broken.jpg")
+    os.symlink(tmp_path / "cf", tmp_path / "cf" / "loop")
+    _, sf = _rows(tmp_path / "sf")
+    assert sf["train/.hidden_class/img0001.jpg"] == "in hidden folder .hidden_class" and len(sf) == 4
+    _, cs = _rows(tmp_path / "cs")
+    assert cs["A/.ipynb_checkpoints/img0002.jpg"] == "in hidden folder .ipynb_checkpoints"
+    df, cf = _rows(tmp_path / "cf")
+    assert df.attrs["layout"] == "class-folders" and df.attrs["other_files"] == ["README.md"]
+    assert cf[".cache/img0002.jpg"] == "in hidden folder .cache"
+    assert cf["pipe"] == "not a regular file: a named pipe (FIFO)"
+    assert cf["broken.jpg"].startswith("broken symbolic link") and cf["loop"].startswith("symbolic link loop")
+    assert len(df) == 2 + 2 + 3
+
+
+def test_files_the_layout_leaves_out_say_which_rule(tmp_path):
+    write_tree(tmp_path, {"images/Fractured": 1, "images/Non_fractured": 1, "images/Other": 1,
+                          "images": 1, "Annotations/YOLO": 0})
+    (tmp_path / "Annotations" / "YOLO" / "a.txt").write_text("")
+    lay = discover(tmp_path)
+    skips = {e.path.relative_to(tmp_path).as_posix(): e.skip for e in lay.entries}
+    assert skips["images/Other/img0002.jpg"].startswith("left out by the fracatlas layout: images/Other")
+    assert skips["images/img0003.jpg"].startswith("left out by the fracatlas layout: a file directly")
+    assert [p.name for p in lay.other_files] == ["a.txt"] and len(lay.entries) == 4

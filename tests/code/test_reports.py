@@ -145,3 +145,35 @@ def test_tensorboard_logs_are_written(tmp_path):
     ds = tf.data.Dataset.from_tensor_slices((x, np.arange(16) % 2)).batch(8)
     train.fit(m, ds, ds, epochs=1, logs=tmp_path / "tb", verbose=0)
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_full_disk_while_writing_reports_is_one_line_and_keeps_the_old_index(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    good = _notebook(tmp_path / "good.ipynb", "print(1)")
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "index.html").write_text("earlier index")
+    real = os.write
+
+    def full(fd, data):
+        if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", full)
+    assert main(["run", "--profile", _profile(tmp_path, [{"name": "nb", "notebook": good}]),
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "disk is full" in err and err.count("\n") == 1
+    assert (out / "index.html").read_text() == "earlier index"
+    assert not (out / "nb.html").exists() and not [p for p in out.rglob("*.tmp")]
+
+
+def test_out_that_would_overwrite_a_notebook_is_refused(tmp_path, capsys):
+    nb = tmp_path / "nb.ipynb"
+    _notebook(nb, "print(1)")
+    before = nb.read_bytes()
+    assert main(["run", "--profile", _profile(tmp_path, [{"name": "nb", "notebook": str(nb)}]),
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "would overwrite the input" in err and nb.read_bytes() == before

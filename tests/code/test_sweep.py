@@ -79,3 +79,44 @@ def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
                  "tcp://127.0.0.1:9", "--out", str(tmp_path), *FAST]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --scheduler tcp://127.0.0.1:9: cannot reach it") and err.count("\n") == 1
+
+
+def test_one_index_writer_for_reports_and_sweeps(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from fracturelib.workflow import report_index
+    rows = [{"folder": str(tmp_path / "seed-1"), "parameters": {"seed": "<1>"},
+             "runs": [{"name": "02", "status": "ok", "seconds": 3, "figures": {}, "error": ""}]}]
+    page = write_sweep_index(rows, tmp_path, ["seed"]).read_text()
+    assert report_index.STYLE in page and "&lt;1&gt;" in page
+    calls = []
+    monkeypatch.setattr(report_index, "write_html_index",
+                        lambda *a, **k: calls.append(a[1]) or tmp_path / "index.html")
+    import fracturelib.workflow.sweep as sweep
+    monkeypatch.setattr(sweep, "write_html_index", report_index.write_html_index)
+    sweep.write_sweep_index(rows, tmp_path, ["seed"])
+    report_index.write_index([], tmp_path, "quick")
+    assert calls == ["fracturelib sweep", "fracturelib reports"]
+    monkeypatch.undo()
+    real = os.write
+
+    def full(fd, data):
+        if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", full)
+    from fracturelib.files import OutputError
+    with pytest.raises(OutputError, match="disk is full"):
+        write_sweep_index(rows, tmp_path, ["seed"])
+    assert (tmp_path / "index.html").read_text() == page
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sweep_folders_never_collide_or_escape(tmp_path, capsys):
+    from fracturelib.workflow.sweep import folder_name
+    names = {folder_name({"data_dir": v}) for v in ("a/b", "a-b", "a b", "../a-b", "/a/b")}
+    assert len(names) == 5 and not any("/" in n or n in (".", "..") for n in names)
+    assert main(["run", "--profile", "ci", "--only", "02", "--out", str(tmp_path), "--grid",
+                 "seed=1,2", "--workers", "0"]) == 2
+    assert "--workers 0: must be 1 or more" in capsys.readouterr().err

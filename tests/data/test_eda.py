@@ -32,7 +32,7 @@ def test_intensity_stats_shapes(fa):
 
 def test_verdict_names_the_real_problems(fa, bb):
     v = eda.verdict(bb)
-    assert "19 of 140 test images have a copy in train" in v
+    assert "24 of 140 test images have a copy in train" in v
     assert "conflicting labels" in v
     v = eda.verdict(fa)
     assert "907 of 919 files are usable" in v and "disagree with the metadata" in v
@@ -43,7 +43,7 @@ def test_duplicate_pairs_and_leakage(bb):
     pairs = eda.duplicate_pairs(bb, "exact", limit=5)
     assert len(pairs) == 3 and all(a["sha256"] == b["sha256"] for a, b in pairs)
     lk = eda.leakage(bb)
-    assert lk["test_with_copy_in_train"] == 19 and lk["cross_label_groups"] == 6
+    assert lk["test_with_copy_in_train"] == 24 and lk["cross_label_groups"] == 6
 
 
 def test_subset_is_stratified_and_seeded(bb):

