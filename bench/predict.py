@@ -48,11 +48,11 @@ def main() -> None:
     images = list(df["path"][: a.runs + 3])
     p = Predictor(path, localiser_path=loc_path)
     for img in images[:3]:                       # warm-up: graph tracing
-        p.predict(img, gradcam_dir=tmp)
+        p.predict(img, overlay_dir=tmp)
     times = []
     for img in images[3:]:
         t = time.perf_counter()
-        p.predict(img, gradcam_dir=tmp)
+        p.predict(img, overlay_dir=tmp)
         times.append(time.perf_counter() - t)
     rows = df.head(256)
     heatmaps(p.model, p.card, rows.head(a.batch))  # warm-up

@@ -18,7 +18,7 @@ def main() -> None:
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    from fracturelib.workflow.reports import run_all
+    from fracturelib.workflow.runner import run_all
 
     out = a.out or tempfile.mkdtemp(prefix="fracturelib-bench-")
     t0 = time.perf_counter()

@@ -14,6 +14,8 @@ NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 REPORTS_DIR = PROJECT_DIR / "reports"
 PARAMS_DIR = PROJECT_DIR / "params"
 MODELS_DIR = PROJECT_DIR / "models"
+#: Where `predict` writes overlays when no --overlay-dir is given: a folder of their own in the current one.
+OVERLAY_DIR = "overlays"
 
 #: The embedded defaults (real, reduced copies of the two public datasets).
 DEFAULT_FRACATLAS = DATASET_DIR / "fracatlas"

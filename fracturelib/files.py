@@ -149,6 +149,9 @@ def open_output(path: str | os.PathLike, mode: str = "wb", *, encoding: str | No
 
     Returns:
         A buffered file object; its writes go through ``os.write``.
+
+    Raises:
+        OutputError: the file could not be opened (missing folder, read-only, no permission ...).
     """
     flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
     flags |= os.O_APPEND if "a" in mode else os.O_TRUNC
@@ -183,6 +186,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *, encoding: str | 
 
     Raises:
         OutputError: the file could not be written (full disk, read-only, no permission ...).
+        ValueError: ``mode`` is not a write mode (``w``, ``wt`` or ``wb``).
     """
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_output mode {mode!r}: use 'w' or 'wb'")
@@ -257,6 +261,9 @@ def ensure_dir(path: str | os.PathLike, what: str = "") -> Path:
 
     Returns:
         ``path`` as a Path.
+
+    Raises:
+        OutputError: ``path`` is a file, or the folder could not be created.
     """
     p = Path(path)
     try:
@@ -304,6 +311,9 @@ def sha256_file(path: str | os.PathLike, default: str | None = None) -> str:
 
     Returns:
         64 hex digits, or ``default``.
+
+    Raises:
+        OSError: the file cannot be read and ``default`` is None.
     """
     try:
         with open(path, "rb") as f:

@@ -23,6 +23,20 @@ def _print_table(title: str, t) -> None:
 
 
 def cmd_scan(a) -> int:
+    """``fracturelib scan``: detect the dataset's layout, account for every file, report duplicates
+    and leaks across splits, and optionally write the manifest.
+
+    Args:
+        a: the parsed arguments (``path``, ``out``, ``quiet``).
+
+    Returns:
+        0.
+
+    Raises:
+        IsADirectoryError: ``--out`` is a folder.
+        LayoutError: the dataset layout cannot be recognised.
+        OutputError: the manifest cannot be written.
+    """
     from fracturelib.data import build_manifest, summary, usable, write_manifest
     from fracturelib.data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
     if a.out and Path(a.out).is_dir():
@@ -73,6 +87,18 @@ def cmd_scan(a) -> int:
 
 
 def cmd_fetch(a) -> int:
+    """``fracturelib fetch``: download (or take ``--archive``), check and unpack FracAtlas.
+
+    Args:
+        a: the parsed arguments (``dest``, ``url``, ``expected_images``, ``retries``, ``archive``,
+            ``quiet``).
+
+    Returns:
+        0 when the dataset is ready; 1 when the download or the archive failed (one ``error:`` line).
+
+    Raises:
+        NotADirectoryError, FileNotFoundError, OutputError: a usage mistake in ``--dest`` or ``--archive``.
+    """
     from fracturelib.data.fetch import FetchError, fetch_fracatlas
     try:
         root = fetch_fracatlas(a.dest, url=a.url, expected_images=a.expected_images or None,
@@ -85,11 +111,22 @@ def cmd_fetch(a) -> int:
 
 
 def cmd_predict(a) -> int:
+    """``fracturelib predict``: classify images with a saved model, writing a heatmap overlay for each.
+
+    Args:
+        a: the parsed arguments (``images``, ``model``, ``localiser``, ``cam``, ``overlay_dir``, ``json``).
+
+    Returns:
+        0 when every image was classified; 1 when any failed (each failure is an ``error:`` line).
+
+    Raises:
+        ModelCardError: the model or its card cannot be used.
+    """
     import json
 
     from fracturelib.app.predict import Predictor, format_result, predict_many
     predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam)
-    results = predict_many(predictor, a.images, a.gradcam_dir)
+    results = predict_many(predictor, a.images, a.overlay_dir)
     if a.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
     else:
@@ -101,6 +138,20 @@ def cmd_predict(a) -> int:
 
 
 def cmd_run(a) -> int:
+    """``fracturelib run``: execute the profile's notebooks and write reports, or a sweep with ``--grid``.
+
+    Args:
+        a: the parsed arguments (``profile``, ``only``, ``out``, ``param``, ``force``, ``grid``, ``workers``,
+            ``scheduler``).
+
+    Returns:
+        0 when every run is ``ok`` or ``cached``; 1 otherwise.
+
+    Raises:
+        ProfileError: an invalid profile, selection, parameter, ``--grid`` or ``--workers``.
+        OutputError, NotADirectoryError, PermissionError: ``--out`` cannot be written.
+        KeyboardInterrupt: a notebook was interrupted (Ctrl-C).
+    """
     from fracturelib.workflow.profiles import ProfileError, parse_overrides
     from fracturelib.workflow.runner import prepare_output, run_all, select
     only = [s.strip() for s in a.only.split(",") if s.strip()]
@@ -120,6 +171,11 @@ def cmd_run(a) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``scan``, ``fetch``, ``predict`` and ``run``, each bound to its ``cmd_*``.
+
+    Returns:
+        The parser; ``parse_args`` sets ``func`` to the chosen command's function.
+    """
     p = argparse.ArgumentParser(prog="fracturelib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("scan", help="detect a dataset's layout and account for every file")
@@ -139,13 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "instead of downloading (it is copied, checked and unpacked)")
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fetch)
-    pr = sub.add_parser("predict", help="classify images with a saved model, with a Grad-CAM overlay")
+    pr = sub.add_parser("predict", help="classify images with a saved model: is it a radiograph, the answer, where "
+                        "(overlay)")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--model", default=None, help="a .keras model with its .json card "
                     "(default: the binary model whose card notebook 02 marked preferred, in models/)")
     pr.add_argument("--localiser", default=None, help="the box-trained localiser for 'where' (default: "
-                    "localiser.keras beside the model, written by notebook 04; else the Grad-CAM peak)")
-    pr.add_argument("--gradcam-dir", default=None, help="where overlays go (default: current folder)")
+                    "the one the model's card names, written by notebook 04; else the CAM's peak)")
+    pr.add_argument("--overlay-dir", "--gradcam-dir", dest="overlay_dir", default=None,
+                    help="where overlays go (default: ./overlays); an input is never overwritten")
     from fracturelib.explain import cams
     pr.add_argument("--cam", default="gradcam", choices=cams.names(), metavar="NAME",
                     help=f"heatmap method: {', '.join(cams.names())} (default: gradcam)")
@@ -181,6 +239,17 @@ def _user_errors() -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a user mistake or a failed output becomes one ``error:`` line, not a traceback.
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code: 0 done, 1 the work ran but something failed, 2 a usage mistake, 130 interrupted.
+
+    Raises:
+        SystemExit: argparse rejected the arguments (code 2) or printed ``--help`` (code 0).
+    """
     from fracturelib.files import OutputError
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")    # before any subcommand imports TensorFlow
     a = build_parser().parse_args(argv)

@@ -1,15 +1,17 @@
-"""Predict one image with a saved model (checked against its card): class, confidence, top
-classes, a Grad-CAM overlay, and for fracture types a short information card."""
+"""Predict one image with a saved model (checked against its card): is it a radiograph, class,
+confidence, top classes, where (the localiser's or the CAM's peak) with an overlay, and for fracture
+types a short information card."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from fracturelib import config
-from fracturelib.data.imageio import read_image
+from fracturelib.files import OutputError, atomic_write, ensure_dir
 from fracturelib.models.cards import ModelCard, ModelCardError
 
 NOT_ADVICE = ("Not medical advice: this is a research model and general information; a clinician "
@@ -18,6 +20,11 @@ NOT_ADVICE = ("Not medical advice: this is a research model and general informat
 
 @lru_cache(maxsize=1)
 def fracture_info() -> dict:
+    """The plain-language cards of the ten fracture types (``fracture_info.json``), read once.
+
+    Returns:
+        Fracture type -> {overview, symptoms, causes, diagnosis, treatment, prognosis}.
+    """
     return json.loads((config.PACKAGE_DIR / "fracture_info.json").read_text())
 
 
@@ -30,13 +37,14 @@ def info_card(label: str) -> dict | None:
 def default_model(models_dir: str | Path | None = None) -> Path:
     """The binary model whose card says ``preferred`` (notebook 02 chooses it by validation
     ROC-AUC); else the first of :data:`config.BINARY_MODELS` that exists; else the CNN's path."""
+    from fracturelib.models.cards import read_card
     folder = Path(models_dir or config.MODELS_DIR)
     present = [folder / n for n in config.BINARY_MODELS if (folder / n).exists()]
     for path in present:
         try:
-            if json.loads(path.with_suffix(".json").read_text()).get("preferred"):
+            if read_card(path).preferred:
                 return path
-        except (OSError, ValueError):
+        except ModelCardError:
             continue
     return present[0] if present else folder / config.BINARY_CNN_FILE
 
@@ -60,10 +68,57 @@ def prepare(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ImageError: the file is not usable.
     """
+    x, img, _ = prepare_sized(path, card)
+    return x, img
+
+
+def prepare_sized(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """:func:`prepare` plus the file's own (width, height) as displayed, so that answers given in the
+    decoded image's pixels can be reported in the file's.
+
+    Args:
+        path: the image file.
+        card: the model's card.
+
+    Returns:
+        (model input, decoded image, (width, height) of the file).
+
+    Raises:
+        ImageError: the file is not usable.
+    """
+    from fracturelib.data.imageio import read_image_and_size
     from fracturelib.data.pipeline import pad_resize
     need = max(config.DECODE_OVERSAMPLE * card.image_size, config.PREDICT_DISPLAY_SIDE)
-    img = read_image(path, channels=card.channels, need=need)
-    return pad_resize(img, card.image_size).numpy()[None], img
+    img, size = read_image_and_size(path, channels=card.channels, need=need)
+    return pad_resize(img, card.image_size).numpy()[None], img, size
+
+
+@dataclass
+class Prediction:
+    """One image's answer before anything is written: the JSON ``fields`` and what its overlay is drawn
+    from (the web page and the widget draw it in memory; ``predict`` writes it to a file).
+
+    Attributes:
+        fields: the JSON result without ``overlay`` (see :meth:`Predictor.predict`).
+        image: the decoded image (HxWxC uint8; very large JPEGs reduced), None on failure.
+        heat: the "where" map in ``image``'s pixels, peak 1; None when no answer was given.
+        point: the fracture point in ``image``'s pixels (``fields`` has it in the file's).
+    """
+    fields: dict
+    image: np.ndarray | None
+    heat: np.ndarray | None
+    point: tuple[int, int] | None = None
+
+    def overlay(self) -> np.ndarray | None:
+        """The heat over the image with the fracture point marked (RGB uint8), or None without heat.
+
+        Returns:
+            The overlay image, the decoded image's size.
+        """
+        if self.heat is None or self.image is None:
+            return None
+        from fracturelib.data.geometry import overlay
+        return mark_point(overlay(self.image, self.heat), self.point)
 
 
 class Predictor:
@@ -134,14 +189,52 @@ class Predictor:
                 "warning": "this image does not look like the radiographs the model was trained on "
                            "(blank, a photo, or another kind of image): no fracture answer is given"}
 
-    def predict(self, image_path: str | Path, gradcam_dir: str | Path | None = None,
-                top: int = 3, overlay_name: str | None = None) -> dict:
-        """Class, confidence, where, and an overlay PNG (``overlay_name``, default
-        ``<stem>_gradcam.png``, in ``gradcam_dir`` or the current folder). An overlay that cannot be
-        written is a ``warning`` in the result, not a failed prediction."""
-        from fracturelib.data.geometry import heatmap_to_image, overlay
+    def analyse(self, image_path: str | Path, top: int = 3) -> Prediction:
+        """What the model says about one image, with nothing written to disk.
+
+        The radiograph check comes first: an image that does not look like a radiograph gets the
+        warning and no class, no CAM and no information card. Otherwise the decision (at the card's
+        threshold, with the card's flip averaging), the CAM of the reported class, and "where": the
+        localiser's peak when there is one, else the CAM's.
+
+        Args:
+            image_path: the image file (any format :mod:`fracturelib.data.imageio` reads).
+            top: how many classes the ``top`` list keeps.
+
+        Returns:
+            A :class:`Prediction`: the JSON fields and the arrays the overlay is drawn from.
+
+        Raises:
+            ImageError: the file is not usable (the message names it and the reason).
+        """
+        x, img, size = prepare_sized(image_path, self.card)
+        fields = {"image": str(image_path), "model": str(self.path)}
+        check = self._radiograph_check(img)
+        if check["in_distribution"] is False:
+            fields.update(check, fracture_point=None, localisation=None, note=NOT_ADVICE)
+            return Prediction(fields, img, None)
+        label, probs, cams, thr = self._decide(x)
+        order = np.argsort(probs)[::-1][:top]
+        fields.update({"class": label, "confidence": float(probs[self.classes.index(label)]),
+                       "top": [{"class": self.classes[i], "probability": float(probs[i])} for i in order]})
+        if thr is not None:
+            fields["threshold"] = thr
+        fields.update(check)
+        heat, method = self._where(image_path, img, cams[0])
+        from fracturelib.models.localiser import peak
+        px, py = peak(heat)
+        scale = size[0] / img.shape[1]            # a very large JPEG is decoded reduced: answer in file pixels
+        fields["fracture_point"] = [int(round(px * scale)), int(round(py * scale))]
+        fields["localisation"] = method
+        card = info_card(label)
+        if card:
+            fields["info"] = card
+        fields["note"] = NOT_ADVICE
+        return Prediction(fields, img, heat, (px, py))
+
+    def _decide(self, x: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, float | None]:
+        """(label, class probabilities, the CAM of the reported class, the binary threshold or None)."""
         from fracturelib.explain import compute, targets
-        x, img = prepare(image_path, self.card)
         binary = len(self.classes) == 2 and self.model.output.shape[-1] == 1
         thr = self.card.decision_threshold if binary else None
         rule = targets.predicted(0.5 if thr is None else thr)     # p >= the card's threshold; else arg-max
@@ -150,66 +243,109 @@ class Predictor:
         if self.card.tta_flip:             # chosen on validation by notebook 03
             out = (out + self.model.predict(x[:, :, ::-1], verbose=0)) / 2
         k = int(rule.classes(out)[0])
-        out = out[0]
-        probs = np.array([1 - float(out[0]), float(out[0])]) if binary else out.astype(float)
-        label = self.classes[k]
         if k != explained:                        # the flip moved the decision: explain the class we report
             cams, _ = compute(self.cam, self.model, x, target=targets.ClassTarget(k))
-        order = np.argsort(probs)[::-1][:top]
-        result = {"image": str(image_path), "model": str(self.path), "class": label,
-                  "confidence": float(probs[self.classes.index(label)]),
-                  "top": [{"class": self.classes[i], "probability": float(probs[i])} for i in order]}
-        if thr is not None:
-            result["threshold"] = thr
-        result.update(self._radiograph_check(img))
+        out = out[0]
+        probs = np.array([1 - float(out[0]), float(out[0])]) if binary else out.astype(float)
+        return self.classes[k], probs, cams, thr
+
+    def _where(self, image_path: str | Path, img: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, str]:
+        """The map that answers "where" in the decoded image's pixels, scaled to a peak of 1, and its name."""
+        from fracturelib.data.geometry import heatmap_to_image
         h, w = img.shape[:2]
-        heat = heatmap_to_image(cams[0], w, h, self.card.image_size)
-        where, method = heat, self.cam
+        heat, method = heatmap_to_image(cam, w, h, self.card.image_size), self.cam
         if self.localiser is not None:
             from fracturelib.models.localiser import heatmaps
             lx, _ = prepare(image_path, self.localiser_card)
-            where, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
-        from fracturelib.models.localiser import peak
-        result["fracture_point"] = list(peak(where))
-        result["localisation"] = method
-        out_dir = Path(gradcam_dir) if gradcam_dir else Path.cwd()
-        ov = out_dir / (overlay_name or f"{Path(image_path).stem}_gradcam.png")
-        from PIL import Image
-        shown = where / where.max() if where.max() > 0 else where          # the localiser's map is a probability
+            heat, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
+        peak_value = float(heat.max())
+        return (heat / peak_value if peak_value > 0 else heat), method    # the localiser's map is a probability
+
+    def predict(self, image_path: str | Path, overlay_dir: str | Path | None = None,
+                top: int = 3, overlay_name: str | None = None) -> dict:
+        """:meth:`analyse`, then the overlay PNG written (``overlay_name``, default ``<stem>_overlay.png``,
+        in ``overlay_dir``, default ``./overlays``). An overlay that cannot be written is a ``warning`` in
+        the result, not a failed prediction; an input is never overwritten.
+
+        Args:
+            image_path: the image file.
+            overlay_dir: where the overlay goes.
+            top: how many classes the ``top`` list keeps.
+            overlay_name: the overlay's file name (``predict_many`` makes them unique per input).
+
+        Returns:
+            The JSON result (``fracturelib predict --json`` prints a list of them): image, model, class,
+            confidence, top, threshold (binary), in_distribution, warning, fracture_point (x, y in the
+            file's pixels), localisation (the method), overlay (its path or None), info (fracture
+            types), note.
+
+        Raises:
+            ImageError: the file is not usable.
+        """
+        pred = self.analyse(image_path, top)
+        result = dict(pred.fields)
+        result["overlay"] = None
+        if pred.heat is None:
+            return result
+        out_dir = Path(overlay_dir) if overlay_dir else Path.cwd() / config.OVERLAY_DIR
+        ov = out_dir / (overlay_name or overlay_names([image_path], out_dir)[0])
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(mark_point(overlay(img, shown), result["fracture_point"])).save(ov)
-            result["gradcam"] = str(ov)
+            if _resolved(ov) == _resolved(image_path):
+                raise OutputError(f"{ov}: is the input image; pass another --overlay-dir", exit_code=2)
+            ensure_dir(out_dir, "--overlay-dir")
+            atomic_write(ov, png_bytes(pred.overlay()))
+            result["overlay"] = str(ov)
         except OSError as e:
-            result["gradcam"] = None
-            msg = f"overlay not written to {ov} ({e.strerror or e}); pass --gradcam-dir with a writable folder"
+            msg = (f"overlay not written to {ov} ({getattr(e, 'strerror', None) or e}); "
+                   "pass --overlay-dir with a writable folder")
             result["warning"] = "; ".join(x for x in (result.get("warning"), msg) if x)
-        card = info_card(label)
-        if card:
-            result["info"] = card
-        result["note"] = NOT_ADVICE
         return result
 
 
-def overlay_names(images: list) -> list[str]:
-    """One overlay file name per input, unique even when two inputs share a stem
-    (``a/x.jpg`` and ``b/x.png`` -> ``x_gradcam.png`` and ``x_2_gradcam.png``)."""
-    names, seen = [], {}
+def overlay_names(images: list, out_dir: str | Path | None = None) -> list[str]:
+    """One overlay file name per input: unique within the call, and never the name of an input.
+
+    ``a/x.jpg``, ``b/x.png`` and ``c/x_2.jpg`` get ``x_overlay.png``, ``x_2_overlay.png`` and
+    ``x_2_2_overlay.png``: a name is taken once, whoever asked for it first. A name that would land on
+    one of the inputs in ``out_dir`` (``predict d/x.jpg d/x_overlay.png --overlay-dir d``) moves on to
+    the next free one, so an input is never overwritten, let alone before it is read.
+
+    Args:
+        images: the image paths, in the order they are predicted.
+        out_dir: where the overlays go (inputs there are avoided); default: the overlay folder.
+
+    Returns:
+        One file name per image, in order.
+    """
+    folder = Path(out_dir) if out_dir else Path.cwd() / config.OVERLAY_DIR
+    inputs = {_resolved(i) for i in images}
+    names, taken = [], set()
     for img in images:
-        stem = Path(img).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(f"{stem}_gradcam.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}_gradcam.png")
+        stem, k = Path(img).stem, 1
+        name = f"{stem}_overlay.png"
+        while name in taken or _resolved(folder / name) in inputs:
+            k += 1
+            name = f"{stem}_{k}_overlay.png"
+        taken.add(name)
+        names.append(name)
     return names
 
 
-def predict_many(predictor: "Predictor", images: list, gradcam_dir=None) -> list[dict]:
+def _resolved(path: str | Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):          # a link loop: compare the path as given
+        return Path(path).absolute()
+
+
+def predict_many(predictor: "Predictor", images: list, overlay_dir=None) -> list[dict]:
     """Predict each image in turn; one that fails is its own result with an ``error`` and the
     others still run (no failure of one image loses another's answer).
 
     Args:
         predictor: a loaded :class:`Predictor`.
         images: image paths.
-        gradcam_dir: where overlays go (default: the current folder).
+        overlay_dir: where overlays go (default: ./overlays).
 
     Returns:
         One dict per image, in order: the prediction, or ``{"image", "error"}`` (for unusable files
@@ -217,15 +353,32 @@ def predict_many(predictor: "Predictor", images: list, gradcam_dir=None) -> list
     """
     from fracturelib.data.imageio import ImageError
     results = []
-    for img, name in zip(images, overlay_names(images)):
+    for img, name in zip(images, overlay_names(images, overlay_dir)):
         try:
-            results.append(predictor.predict(img, gradcam_dir, overlay_name=name))
+            results.append(predictor.predict(img, overlay_dir, overlay_name=name))
         except ImageError as e:
             results.append({"image": str(img), "error": str(e)})
         except Exception as e:  # noqa: BLE001 - one image's failure is that image's row
             results.append({"image": str(img), "error": f"{img}: prediction failed "
                                                         f"({type(e).__name__}: {e})"})
     return results
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB (or gray) uint8 image encoded as PNG.
+
+    Args:
+        rgb: the image.
+
+    Returns:
+        The PNG file's bytes.
+    """
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
@@ -240,6 +393,15 @@ def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
 
 
 def format_result(r: dict) -> str:
+    """The text ``fracturelib predict`` prints for one result (its ``--json`` prints the dict itself).
+
+    Args:
+        r: a result of :meth:`Predictor.predict` or an error row of :func:`predict_many`.
+
+    Returns:
+        Lines: the answer (or why there is none), top classes, where, the overlay, warnings, the
+        fracture-type card, and the note that this is not medical advice.
+    """
     if "error" in r:
         return f"{Path(r['image']).name}: not assessed. Error: {r['error']}"
     if r.get("in_distribution") is False:
@@ -248,13 +410,14 @@ def format_result(r: dict) -> str:
         lines = [f"{Path(r['image']).name}: {r['class']} (confidence {r['confidence']:.2f})"]
     if "threshold" in r:
         lines[0] += f", decision threshold {r['threshold']:.3f}"
-    if r["top"]:
+    if r.get("top"):
         lines.append("top: " + ", ".join(f"{t['class']} {t['probability']:.2f}" for t in r["top"]))
-    if "fracture_point" in r:
+    if r.get("fracture_point"):
         lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px ({r['localisation']})")
-    loc = r.get("localisation", "gradcam")
-    kind = "localiser" if loc.startswith("localiser") else ("Grad-CAM" if loc == "gradcam" else loc)
-    lines.append(f"{kind} overlay: {r['gradcam'] or 'not written'}")
+    if r.get("localisation"):
+        loc = r["localisation"]
+        kind = "localiser" if loc.startswith("localiser") else ("Grad-CAM" if loc == "gradcam" else loc)
+        lines.append(f"{kind} overlay: {r.get('overlay') or 'not written'}")
     if r.get("warning") and r.get("in_distribution") is not False:
         lines.append(f"Warning: {r['warning']}")
     if "info" in r:

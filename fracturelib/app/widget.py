@@ -7,7 +7,15 @@ from pathlib import Path
 
 
 def choices(binary_models: list[str], types_model: str | None = None) -> dict[str, str]:
-    """Menu label -> model path for the models that exist, the card's preferred binary model first."""
+    """Menu label -> model path for the models that exist, the card's preferred binary model first.
+
+    Args:
+        binary_models: paths of binary (fractured or not) models; those not on disk are left out.
+        types_model: path of the fracture-type model, or None.
+
+    Returns:
+        Label -> model path, in menu order; a binary model whose card cannot be read comes last.
+    """
     from fracturelib.models.cards import ModelCardError, read_card
 
     def preferred(p: str) -> bool:
@@ -25,12 +33,23 @@ def choices(binary_models: list[str], types_model: str | None = None) -> dict[st
 
 
 def upload_widget(models: dict[str, str]):
-    """A model menu, a file upload and an output area; returns the ipywidgets box to display."""
+    """A model menu, a file upload and an output area; returns the ipywidgets box to display.
+
+    Each model is loaded once, on first use; a file that is no usable image is reported in the
+    output area instead of raising.
+
+    Args:
+        models: menu label -> model path (:func:`choices`).
+
+    Returns:
+        The ``ipywidgets.VBox`` (menu, upload, output) to display.
+    """
     import ipywidgets as widgets
     from IPython.display import display
 
     from fracturelib.app.predict import Predictor, format_result
     from fracturelib.data.imageio import ImageError
+    from fracturelib.models.cards import ModelCardError
     loaded: dict[str, Predictor] = {}
     which = widgets.Dropdown(options=list(models), description="model")
     upload = widgets.FileUpload(accept="image/*", multiple=False, description="X-ray")
@@ -48,12 +67,13 @@ def upload_widget(models: dict[str, str]):
             try:
                 if which.value not in loaded:
                     loaded[which.value] = Predictor(models[which.value])
-                r = loaded[which.value].predict(tmp, gradcam_dir=tmp.parent)
-            except ImageError as e:
+                r = loaded[which.value].predict(tmp, overlay_dir=tmp.parent)
+            except (ImageError, ModelCardError) as e:
                 print(f"cannot use this file: {e}")
                 return
             print(format_result(r))
-            display(widgets.Image(value=Path(r["gradcam"]).read_bytes(), format="png", width=360))
+            if r.get("overlay"):
+                display(widgets.Image(value=Path(r["overlay"]).read_bytes(), format="png", width=360))
 
     upload.observe(on_upload, names="value")
     return widgets.VBox([which, upload, shown])

@@ -19,17 +19,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from fracturelib import files
 from fracturelib.data.schema import usable
 
 
-def sha256_file(path) -> str:
-    """SHA-256 of a file (:func:`fracturelib.files.sha256_file`); "" if unreadable."""
-    return files.sha256_file(path, default="")
-
-
 def phash_pair(im: Image.Image) -> tuple[str, str]:
-    """pHash of the image and of its left-right mirror, as 16-hex-digit strings."""
+    """pHash of the image and of its left-right mirror, as 16-hex-digit strings.
+
+    Args:
+        im: a PIL image (hashed in grayscale).
+
+    Returns:
+        (pHash of the image, pHash of its mirror).
+    """
     g = im.convert("L")
     return str(imagehash.phash(g)), str(imagehash.phash(ImageOps.mirror(g)))
 
@@ -38,7 +39,15 @@ THUMB = 32
 
 
 def thumbnail(im: Image.Image) -> np.ndarray:
-    """Zero-mean, unit-variance 32x32 grayscale vector used to confirm near copies."""
+    """Zero-mean, unit-variance 32x32 grayscale vector used to confirm near copies.
+
+    Args:
+        im: a PIL image.
+
+    Returns:
+        A float32 vector of 1024 values (row-major 32 x 32); its norm is about 32 (``THUMB``), so
+        the dot product of two divided by 32 each is their correlation.
+    """
     a = np.asarray(im.convert("L").resize((THUMB, THUMB), Image.BILINEAR), np.float32).ravel()
     return (a - a.mean()) / (a.std() + 1e-6)
 
@@ -170,6 +179,15 @@ def assign_groups(df: pd.DataFrame, thumbs: dict | None = None,
 
     Returns the manifest and the table of near pairs. Exact copies are grouped by hash whatever
     their status; near copies only among decodable files.
+
+    Args:
+        df: the manifest (path, status, sha256, phash, phash_mirror).
+        thumbs: index label -> :func:`thumbnail` of the usable rows; computed from the files when None.
+        min_correlation: the thumbnail correlation that confirms a near copy (:func:`near_pairs`).
+
+    Returns:
+        (a copy of ``df`` with ``dup_group`` (groups numbered from 0) and ``dup_kind``, the near pairs
+        of :func:`near_pairs`).
     """
     df = df.copy()
     pairs = near_pairs(df, thumbs, min_correlation)
@@ -198,17 +216,39 @@ def _groups_spanning(df: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def cross_split_copies(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of duplicate groups that have members in more than one split (leakage)."""
+    """Rows of duplicate groups that have members in more than one split (leakage).
+
+    Args:
+        df: a manifest with ``dup_group`` (:func:`assign_groups`); rows without a split are ignored.
+
+    Returns:
+        The usable rows of those groups, sorted by dup_group and split.
+    """
     return _groups_spanning(df[df["split"] != ""], "split")
 
 
 def cross_label_groups(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of duplicate groups whose members carry different labels (label noise)."""
+    """Rows of duplicate groups whose members carry different labels (label noise).
+
+    Args:
+        df: a manifest with ``dup_group`` (:func:`assign_groups`).
+
+    Returns:
+        The usable rows of those groups, sorted by dup_group and label.
+    """
     return _groups_spanning(df, "label")
 
 
 def leaked_test_images(df: pd.DataFrame, test: str = "test", train: str = "train") -> pd.Index:
-    """Index of usable ``test`` rows that have an exact or near copy in ``train``."""
+    """Index of usable ``test`` rows that have an exact or near copy in ``train``.
+
+    Args:
+        df: a manifest with ``split`` and ``dup_group`` (:func:`assign_groups`).
+        test, train: the names of the two splits compared.
+
+    Returns:
+        The manifest index labels of those test rows.
+    """
     ok = usable(df)[lambda d: d["dup_group"] >= 0]
     train_groups = set(ok.loc[ok["split"] == train, "dup_group"])
     t = ok[(ok["split"] == test) & ok["dup_group"].isin(train_groups)]

@@ -271,6 +271,9 @@ def unpack(archive: Path, dest: Path) -> Path:
 
     Returns:
         ``dest/FracAtlas``.
+
+    Raises:
+        FetchError: the archive is not a valid, safe FracAtlas zip, or could not be written out.
     """
     dest = Path(dest).resolve()
     dest.mkdir(parents=True, exist_ok=True)
@@ -327,6 +330,25 @@ def fetch_fracatlas(dest: str | Path, url: str = FRACATLAS_URL,
 
     ``download_options``: ``timeout``, ``deadline``, ``min_speed``, ``window``, ``max_bytes`` of
     :func:`download`. An ``archive`` inside ``dest`` is refused (unpacking replaces what is there).
+    An existing ``dest/FracAtlas.zip`` is unpacked without downloading again.
+
+    Args:
+        dest: the folder that receives ``FracAtlas.zip`` and ``FracAtlas/``.
+        url: where to download the archive from.
+        expected_images: the number of image files the unpacked dataset must hold (None: no check).
+        progress: show a progress bar while downloading.
+        retries, backoff: as :func:`download`.
+        archive: a local copy of the zip to use instead of downloading (it is copied, never deleted).
+        **download_options: passed to :func:`download`.
+
+    Returns:
+        The dataset's root, ``dest/FracAtlas``.
+
+    Raises:
+        NotADirectoryError: ``dest`` is a file.
+        FileNotFoundError: ``archive`` does not exist.
+        OutputError: ``dest`` would overwrite ``archive``.
+        FetchError: the download, copy or unpacking failed, or the image count is not ``expected_images``.
     """
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():

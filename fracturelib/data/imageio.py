@@ -550,10 +550,35 @@ def read_image(path: str | Path, channels: int = 3, need: int | None = None) -> 
     Raises:
         ImageError: the file is not usable; the message names it, the reason and the fix.
     """
+    return read_image_and_size(path, channels, need)[0]
+
+
+def read_image_and_size(path: str | Path, channels: int = 3,
+                        need: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`read_image` and the file's own (width, height) as displayed: a large JPEG decoded reduced
+    is smaller than the file, and answers about it (a point, a box) are given in the file's pixels.
+
+    Args:
+        path: the file.
+        channels: 1 (grayscale) or 3 (RGB).
+        need: the longer side the caller will use; None: full resolution.
+
+    Returns:
+        (the decoded image, (width, height) of the file).
+
+    Raises:
+        ImageError: the file is not usable; the message names it, the reason and the fix.
+    """
     chk = check_image(path, need=need)
     if not chk.ok:
-        raise ImageError(f"{path}: cannot use this file: {chk.reason}. "
-                         "Re-export it as an 8-bit PNG or a complete JPEG.")
+        raise ImageError(f"{path}: cannot use this file: {chk.reason}. {_advice(chk.reason)}")
     im = chk.image.convert("L" if channels == 1 else "RGB")
     arr = np.asarray(im, dtype=np.uint8)
-    return arr[..., None] if channels == 1 else arr
+    return (arr[..., None] if channels == 1 else arr), (int(chk.width), int(chk.height))
+
+
+def _advice(reason: str) -> str:
+    """The fix for a skip reason (geometry reasons carry their own)."""
+    if any(w in reason for w in ("aspect ratio", "too small", "too large", "crop")):
+        return "Crop or resize it." if "crop" not in reason else ""
+    return "Re-export it as an 8-bit PNG or a complete JPEG."

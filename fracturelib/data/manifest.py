@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fracturelib import config
+from fracturelib import config, files
 from fracturelib import progress as progress_bars
 from fracturelib.data import duplicates, fracatlas
 from fracturelib.data.imageio import check_image
@@ -37,7 +37,7 @@ def _row(entry, root: Path) -> tuple:
         return None, row
     try:
         chk = check_image(entry.path)
-        sha = duplicates.sha256_file(entry.path) if chk.bytes else ""
+        sha = files.sha256_file(entry.path, default="") if chk.bytes else ""
         ph, phm = duplicates.phash_pair(chk.image) if chk.ok else ("", "")
         thumb = duplicates.thumbnail(chk.image) if chk.ok else None
     except MemoryError:
@@ -170,14 +170,29 @@ def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
 
 
 def manifest_hash(df: pd.DataFrame) -> str:
-    """Content hash of what a model was trained from, stable across machines and paths."""
+    """Content hash of what a model was trained from, stable across machines and paths.
+
+    Args:
+        df: the manifest; its relpath, label, split, status and sha256 columns are hashed, in relpath order.
+
+    Returns:
+        16 hex digits (the start of a SHA-256).
+    """
     cols = ["relpath", "label", "split", "status", "sha256"]
     text = df[cols].sort_values("relpath").to_csv(index=False)
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 def summary(df: pd.DataFrame) -> dict:
-    """Numbers a human checks first: files, used, skipped by reason, classes, groups."""
+    """Numbers a human checks first: files, used, skipped by reason, classes, groups.
+
+    Args:
+        df: a manifest with the duplicate columns (dup_group, dup_kind).
+
+    Returns:
+        A dict: layout, files, used, skipped, skipped_by_reason (reason before its first ":" -> count),
+        classes (sorted labels), duplicate_groups and exact_groups.
+    """
     ok = df["status"] == "ok"
     reasons = df.loc[~ok, "reason"].str.split(":").str[0].value_counts().to_dict()
     return {"layout": df.attrs.get("layout", "?"), "files": len(df), "used": int(ok.sum()),

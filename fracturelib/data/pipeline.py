@@ -139,6 +139,27 @@ def make_dataset(df: pd.DataFrame, classes, image_size: int = 128, channels: int
 
     ``training`` shuffles each epoch and (unless ``augment=False``) augments after the cache.
     ``cache``: True keeps decoded, resized images in memory; a string caches to that file.
+    Large JPEGs are decoded reduced to ``config.DECODE_OVERSAMPLE`` x ``image_size`` (see
+    :func:`jpeg_ratios`); rows outside the geometry rule are refused before the graph is built.
+
+    Args:
+        df: manifest rows (``path``, ``native``, ``sha256``; ``format``, ``width``, ``height`` for
+            reduced decoding and the geometry check; ``label`` when ``with_labels``).
+        classes: the model's classes (ignored without labels).
+        image_size: the model's input side S.
+        channels: 1 or 3.
+        batch_size: images per batch.
+        training: shuffle each epoch (and augment unless ``augment`` is False).
+        augment: override the augmentation choice.
+        cache: True (memory), a file name, or False.
+        seed: shuffle and augmentation seed.
+        with_labels: yield (images, labels) or images alone.
+
+    Returns:
+        The prefetched ``tf.data.Dataset``.
+
+    Raises:
+        ImageError: a row outside the geometry rule (a manifest from before the rule).
     """
     import tensorflow as tf
 

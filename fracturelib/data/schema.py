@@ -10,7 +10,15 @@ OK = "ok"
 
 
 def usable(df: pd.DataFrame, classes=None) -> pd.DataFrame:
-    """Rows that can be fed to a model (status ok), optionally only those labelled with ``classes``."""
+    """Rows that can be fed to a model (status ok), optionally only those labelled with ``classes``.
+
+    Args:
+        df: a manifest.
+        classes: labels to keep; None keeps every label.
+
+    Returns:
+        The matching rows of ``df``, index labels kept.
+    """
     keep = df["status"] == OK
     if classes is not None:
         keep &= df["label"].isin(list(classes))

@@ -41,7 +41,17 @@ def heatmaps(model, card, rows: pd.DataFrame, method: str = "gradcam",
 
 
 def expert_masks(rows: pd.DataFrame, boxes: dict, use: str = "boxes") -> list[np.ndarray]:
-    """Masks of the expert annotations of each row's file (``use``: boxes or polygons)."""
+    """Masks of the expert annotations of each row's file (``use``: boxes or polygons).
+
+    Args:
+        rows: manifest rows (relpath, width, height).
+        boxes: file name -> ``{"boxes": [...], "polygons": [...]}`` (:func:`fracturelib.data.fracatlas.load_boxes`);
+            a file not in it gets an empty mask.
+        use: ``"boxes"`` or ``"polygons"`` (a file without polygons falls back to its boxes).
+
+    Returns:
+        One bool mask (height x width) per row, in the image's own coordinates.
+    """
     out = []
     for rel, w, h in zip(rows["relpath"], rows["width"], rows["height"]):
         rec = boxes.get(rel.rsplit("/", 1)[-1], {"boxes": [], "polygons": []})
@@ -53,6 +63,17 @@ def expert_masks(rows: pd.DataFrame, boxes: dict, use: str = "boxes") -> list[np
 
 
 def gray_images(rows: pd.DataFrame) -> list[np.ndarray]:
+    """Each row's image in grayscale, in its own coordinates (EXIF orientation applied), for overlays.
+
+    Args:
+        rows: manifest rows (path).
+
+    Returns:
+        One uint8 array (height x width) per row.
+
+    Raises:
+        ImageError: a file cannot be decoded (:func:`fracturelib.data.imageio.read_image`).
+    """
     return [read_image(p, channels=1)[..., 0] for p in rows["path"]]
 
 

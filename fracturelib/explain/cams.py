@@ -39,6 +39,9 @@ def register(name: str) -> Callable:
 
     Returns:
         The decorator (it returns the function unchanged).
+
+    Raises:
+        ValueError: ``name`` is already registered (when the decorator is applied).
     """
     def add(method: Callable) -> Callable:
         if name in _METHODS:
@@ -104,6 +107,9 @@ def compute(name: str, model, images, target: Target | int | None = None, layer:
 
     Returns:
         (maps (N, h, w) in [0, 1] at the feature map's resolution, outputs (N, units)).
+
+    Raises:
+        ValueError: an unknown method or layer, or a target class the model does not have.
     """
     method = get(name)
     target = targets.as_target(target)
@@ -142,6 +148,9 @@ def find_target_layer(model, name: str | None = None):
 
     Returns:
         The Keras layer.
+
+    Raises:
+        ValueError: no layer named ``name``, or (``name`` None) no convolutional layer with a 4-D output.
     """
     import keras
     if name:

@@ -40,7 +40,15 @@ def class_scores(model, x: np.ndarray, cls: Target | int | None, batch_size: int
 
 
 def to_input(cams: np.ndarray, size: int) -> np.ndarray:
-    """Feature-map heatmaps (N, h, w) resized to the model input (N, S, S)."""
+    """Feature-map heatmaps (N, h, w) resized to the model input (N, S, S).
+
+    Args:
+        cams: heatmaps (N, h, w) at the feature map's resolution.
+        size: the model's input side S in pixels.
+
+    Returns:
+        (N, S, S) float32 heatmaps, bilinear.
+    """
     import cv2
     return np.stack([cv2.resize(c.astype(np.float32), (size, size), interpolation=cv2.INTER_LINEAR) for c in cams])
 
@@ -48,7 +56,27 @@ def to_input(cams: np.ndarray, size: int) -> np.ndarray:
 def curves(model, images: np.ndarray, heats: np.ndarray, cls: int, kind: str = "deletion", steps: int = 10,
            order: str = "heat", seed: int = 0) -> np.ndarray:
     """Scores (N, steps + 1) as 0, 1/steps, ..., all pixels are deleted (or inserted) hottest
-    first (``order="heat"``) or in a random order (``order="random"``)."""
+    first (``order="heat"``) or in a random order (``order="random"``).
+
+    A deleted pixel takes the value of a Gaussian-blurred copy of the image; insertion starts from
+    that blurred copy and puts the original pixels back.
+
+    Args:
+        model: the model explained.
+        images: N x S x S x C, raw pixels.
+        heats: heatmaps (N, S, S) at the input resolution (:func:`to_input`).
+        cls: the explained class, fixed (see :func:`class_scores`).
+        kind: ``"deletion"`` or ``"insertion"``.
+        steps: steps from no pixel to all pixels changed.
+        order: ``"heat"`` (hottest first); any other value is a random order.
+        seed: seed of the random order.
+
+    Returns:
+        (N, steps + 1) explained-class scores; column k after k/steps of the pixels are changed.
+
+    Raises:
+        ValueError: ``kind`` is neither deletion nor insertion.
+    """
     import cv2
     if kind not in ("deletion", "insertion"):
         raise ValueError(f"kind {kind!r}: deletion or insertion")
@@ -72,7 +100,14 @@ def curves(model, images: np.ndarray, heats: np.ndarray, cls: int, kind: str = "
 
 
 def area(curve: np.ndarray) -> np.ndarray:
-    """Area under each curve over the fraction of pixels changed (0..1), trapezoidal."""
+    """Area under each curve over the fraction of pixels changed (0..1), trapezoidal.
+
+    Args:
+        curve: scores (N, steps + 1) as :func:`curves` gives them, or one curve (steps + 1,).
+
+    Returns:
+        (N,) areas, in the scores' units (probabilities: 0..1).
+    """
     c = np.atleast_2d(curve)
     return ((c[:, 1:] + c[:, :-1]) / 2).mean(axis=1)
 
@@ -80,7 +115,21 @@ def area(curve: np.ndarray) -> np.ndarray:
 def faithfulness_table(model, images: np.ndarray, heats: np.ndarray, cls: int, steps: int = 10,
                        n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Deletion and insertion areas (mean over images, 95% CI) for the heatmap order and a random
-    order. A faithful map: deletion area below random, insertion area above."""
+    order. A faithful map: deletion area below random, insertion area above.
+
+    Args:
+        model: the model explained.
+        images: N x S x S x C, raw pixels.
+        heats: heatmaps (N, S, S) at the input resolution (:func:`to_input`).
+        cls: the explained class, fixed (see :func:`class_scores`).
+        steps: steps of each curve (:func:`curves`).
+        n_boot: bootstrap resamples for the CIs.
+        seed: seed of the random order and of the bootstrap.
+
+    Returns:
+        Four rows indexed by (deletion or insertion, "heatmap order" or "random order"); columns
+        area, ci_low, ci_high.
+    """
     from fracturelib.metrics.evaluate import mean_ci
     rows = {}
     for order in ("heat", "random"):
@@ -95,7 +144,19 @@ def faithfulness_table(model, images: np.ndarray, heats: np.ndarray, cls: int, s
 def randomisation_check(model, images: np.ndarray, explain, seed: int = 0) -> np.ndarray:
     """Spearman rank correlation, per image, between ``explain(model, images)`` heatmaps of the
     trained model and of the same model with every weight array scrambled (a permutation of its
-    own values, so scales stay plausible). The trained weights are restored afterwards."""
+    own values, so scales stay plausible). The trained weights are restored afterwards.
+
+    Args:
+        model: the model explained; its weights are scrambled during the call.
+        images: N x S x S x C, raw pixels.
+        explain: ``explain(model, images) -> N heatmaps``, e.g.
+            :func:`fracturelib.explain.batch.cams_at_input`.
+        seed: seed of the permutations.
+
+    Returns:
+        (N,) correlations (0.0 where undefined, e.g. a constant map); near 1 means the method's maps
+        barely depend on the weights.
+    """
     from scipy.stats import spearmanr
     rng = np.random.default_rng(seed)
     trained = explain(model, images)

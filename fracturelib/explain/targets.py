@@ -202,6 +202,9 @@ def as_target(target: Target | int | None) -> Target:
 
     Returns:
         The :class:`Target`.
+
+    Raises:
+        TypeError: ``target`` is none of these.
     """
     if target is None:
         return PREDICTED

@@ -92,6 +92,9 @@ def register(spec_: BackboneSpec) -> BackboneSpec:
 
     Returns:
         The entry, as registered.
+
+    Raises:
+        ValueError: a ``keras`` family entry lacks ``keras_module``, ``constructor`` or ``taps``.
     """
     if spec_.family == "keras" and not (spec_.keras_module and spec_.constructor and spec_.taps):
         raise ValueError(f"backbone {spec_.name!r}: a keras backbone needs keras_module, constructor and taps")
@@ -113,7 +116,17 @@ class Resolved:
 
 
 def spec(name: str) -> BackboneSpec:
-    """The registry entry of ``name``; a ValueError listing the registered names otherwise."""
+    """The registry entry of ``name``; a ValueError listing the registered names otherwise.
+
+    Args:
+        name: a registry name.
+
+    Returns:
+        Its :class:`BackboneSpec`.
+
+    Raises:
+        ValueError: ``name`` is not registered; the message lists the registered names.
+    """
     if name not in REGISTRY:
         raise ValueError(f"backbone {name!r}: choose one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -121,12 +134,27 @@ def spec(name: str) -> BackboneSpec:
 
 def available() -> list[str]:
     """Backbones whose ImageNet weights can be had offline or from Keras (Lite1/Lite2 only when
-    their packages are installed)."""
+    their packages are installed).
+
+    Returns:
+        Registry names, in registration order.
+    """
     return [name for name, s in REGISTRY.items() if s.family != "lite" or _lite_installed(name)]
 
 
 def preprocess(name: str, x):
-    """RGB in [0, 255] -> the input scaling the backbone's ImageNet weights expect."""
+    """RGB in [0, 255] -> the input scaling the backbone's ImageNet weights expect.
+
+    Args:
+        name: a registry name.
+        x: RGB pixel values in [0, 255] (..., 3), an array or a tensor.
+
+    Returns:
+        ``x`` scaled as the entry's ``preprocessing`` says, same shape.
+
+    Raises:
+        ValueError: ``name`` is not registered.
+    """
     s = spec(name)
     if s.family == "lite":
         return efficientnet_lite.preprocess(x)
@@ -166,7 +194,12 @@ _PREPROCESS = None
 
 def custom_objects() -> dict:
     """What saved models of this project need to load: the preprocessing layer (registered with
-    Keras once) and the localiser's training loss (its nested head keeps its compile config)."""
+    Keras once) and the localiser's training loss (its nested head keeps its compile config).
+
+    Returns:
+        ``{"fracturelib>PreprocessInput": the layer class, "focal_loss": the loss}``, for
+        ``keras.models.load_model(custom_objects=...)``.
+    """
     global _PREPROCESS
     if _PREPROCESS is None:
         _PREPROCESS = _register()
@@ -175,12 +208,24 @@ def custom_objects() -> dict:
 
 
 def preprocess_layer(backbone: str, **kw):
-    """A Keras layer: gray -> RGB when needed, then :func:`preprocess` for ``backbone``."""
+    """A Keras layer: gray -> RGB when needed, then :func:`preprocess` for ``backbone``.
+
+    Args:
+        backbone: a registry name.
+        **kw: Keras layer arguments (e.g. ``name``).
+
+    Returns:
+        The ``PreprocessInput`` layer (3 output channels); saved models carry it.
+    """
     return custom_objects()["fracturelib>PreprocessInput"](backbone, **kw)
 
 
 def keras_home() -> Path:
-    """Keras' cache root (``$KERAS_HOME``, default ``~/.keras``), as keras.utils.get_file uses it."""
+    """Keras' cache root (``$KERAS_HOME``, default ``~/.keras``), as keras.utils.get_file uses it.
+
+    Returns:
+        The folder (it may not exist).
+    """
     from keras.src.backend import config as keras_config
     return Path(keras_config.keras_home())
 
@@ -213,6 +258,9 @@ def feature_taps(model, name: str) -> list[str]:
 
     Returns:
         Three layer names, finest first.
+
+    Raises:
+        ValueError: ``name`` is not registered, or its entry names no taps and is not EfficientNet-Lite.
     """
     s = spec(name)
     if s.taps is not None:
@@ -241,6 +289,11 @@ def resolve(weights: str, backbone: str, image_size: int, alpha: float = 1.0,
     Returns:
         A :class:`Resolved`; for ``auto`` offline with a Keras backbone, the backbone is
         EfficientNet-Lite0 (ImageNet, offline) and the description says so.
+
+    Raises:
+        ValueError: an unknown backbone, ``fracatlas`` with another backbone or alpha, or ``weights``
+            that is no known source and no existing file.
+        WeightsUnavailable: the asked-for weights are missing; the message says how to provide them.
     """
     s = spec(backbone)
     if allow_download is None:
@@ -334,6 +387,10 @@ def build_backbone(name: str, weights: str | None = "imagenet", include_top: boo
 
     Returns:
         A functional ``keras.Model``.
+
+    Raises:
+        ValueError: an unknown backbone or weights source (see :func:`resolve`).
+        WeightsUnavailable: ImageNet weights could be neither found nor downloaded.
     """
     s = spec(name)
     input_shape = tuple(input_shape or (s.default_size, s.default_size, 3))

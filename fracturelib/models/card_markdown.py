@@ -78,7 +78,14 @@ def _calibration(card) -> list[str]:
 
 
 def render(card) -> str:
-    """Markdown with YAML front matter from a saved model's card."""
+    """Markdown with YAML front matter from a saved model's card.
+
+    Args:
+        card: the :class:`~fracturelib.models.cards.ModelCard` (as ``read_card`` gives it).
+
+    Returns:
+        The Markdown text (Hugging Face model-card shape).
+    """
     binary = card.task == "binary"
     name, _ = _dataset(card)
     metrics = card.test_metrics or card.test_metrics_honest or {}
@@ -115,13 +122,32 @@ def render(card) -> str:
 
 
 def front_matter(text: str) -> dict:
-    """The YAML front matter of a rendered card (what a Hugging Face-style viewer reads)."""
+    """The YAML front matter of a rendered card (what a Hugging Face-style viewer reads).
+
+    Args:
+        text: a rendered card (:func:`render`).
+
+    Returns:
+        The front matter, parsed (a dict).
+
+    Raises:
+        ValueError: ``text`` has no front matter (no opening or no closing ``---`` line).
+    """
     if not text.startswith("---\n"):
         raise ValueError("no YAML front matter")
     return yaml.safe_load(text[4:text.index("\n---\n", 4)])
 
 
 def write(card, model_path: str | Path) -> Path:
+    """Write the readable card (:func:`render`) beside the model, as ``model_path`` with .md.
+
+    Args:
+        card: the model's :class:`~fracturelib.models.cards.ModelCard`.
+        model_path: the model file.
+
+    Returns:
+        The .md path.
+    """
     p = Path(model_path).with_suffix(".md")
     p.write_text(render(card))
     return p

@@ -30,6 +30,11 @@ class ModelCardError(ValueError):
 
 
 def package_versions() -> dict:
+    """Versions of Python and of the packages a saved model depends on, recorded in its card.
+
+    Returns:
+        Name -> version string (``python`` first); packages that are not installed are left out.
+    """
     import importlib.metadata as md
     out = {"python": platform.python_version()}
     for p in ("fracturelib", "tensorflow-cpu", "tensorflow", "keras", "numpy", "scikit-learn",
@@ -41,7 +46,6 @@ def package_versions() -> dict:
     return out
 
 
-_sha256 = sha256_file          # the one chunked helper (fracturelib.files)
 
 
 
@@ -114,8 +118,6 @@ _FLOATS = ("threshold", "target_sensitivity", "temperature", "alpha")
 #: What any card must give; saving also needs ``preprocessing``, and save_model adds SAVED.
 REQUIRED = ("classes", "image_size", "channels")
 SAVED = ("input_shape", "model_sha256")
-#: Keys every reader of a saved card relies on (kept for callers of the untyped API).
-CARD_REQUIRED = ("classes", "image_size", "channels", "input_shape", "model_sha256")
 
 
 @dataclass
@@ -162,7 +164,19 @@ class ModelCard:
     @classmethod
     def from_dict(cls, d, source: str | Path | None = None) -> ModelCard:
         """The card of the JSON object ``d``; ModelCardError (one line naming ``source``) on a
-        newer version, a missing key or a value of the wrong type."""
+        newer version, a missing key or a value of the wrong type.
+
+        Args:
+            d: the card's JSON object; keys this version does not know go to ``extra``.
+            source: the card file (named in messages; companions are resolved next to it), or None.
+
+        Returns:
+            The typed :class:`ModelCard` (``threshold``, ``temperature`` ... as floats).
+
+        Raises:
+            ModelCardError: ``d`` is no object, is of a newer version, lacks a required key or has a
+                value of the wrong type.
+        """
         where = f"{source}: model card" if source is not None else "model card"
         if not isinstance(d, dict):
             raise ModelCardError(f"{where} is not a JSON object; {FIX}")
@@ -192,7 +206,12 @@ class ModelCard:
         return cls(**known, extra=extra, source=Path(source) if source is not None else None)
 
     def to_dict(self) -> dict:
-        """The JSON object on disk: the fields that are set (not their default), then ``extra``."""
+        """The JSON object on disk: the fields that are set (not their default), then ``extra``.
+
+        Returns:
+            A JSON-ready dict; classes, image_size, channels, card_version and preprocessing are always
+            in it, and an ``extra`` key never overrides a field.
+        """
         out = {}
         for f in dataclasses.fields(self):
             if f.name in ("extra", "source"):
@@ -210,7 +229,14 @@ class ModelCard:
 
     def companion(self, kind: str) -> str | None:
         """The file name of the companion ``kind`` (``localiser``, ``ood``) the card names. Cards
-        of version 1 named none: a classifier's then are the defaults (config.COMPANIONS)."""
+        of version 1 named none: a classifier's then are the defaults (config.COMPANIONS).
+
+        Args:
+            kind: the companion's kind, e.g. ``localiser`` or ``ood``.
+
+        Returns:
+            The file name beside the card, or None when the card names none.
+        """
         if kind in self.companions:
             return self.companions[kind]
         if self.card_version < 2 and self.task != "localisation":
@@ -218,7 +244,15 @@ class ModelCard:
         return None
 
     def companion_path(self, kind: str) -> Path | None:
-        """The companion ``kind`` resolved next to the card file (None when the card names none)."""
+        """The companion ``kind`` resolved next to the card file (None when the card names none).
+
+        Args:
+            kind: the companion's kind, e.g. ``localiser`` or ``ood``.
+
+        Returns:
+            The path (it may not exist; relative to the working folder when the card has no ``source``),
+            or None.
+        """
         name = self.companion(kind)
         if name is None:
             return None
@@ -226,6 +260,14 @@ class ModelCard:
 
 
 def card_path(model_path: str | Path) -> Path:
+    """Where the JSON card of a model file lives: the same path with .json.
+
+    Args:
+        model_path: the model file (.keras).
+
+    Returns:
+        The card's path (it may not exist).
+    """
     return Path(model_path).with_suffix(".json")
 
 
@@ -241,6 +283,18 @@ def save_model(model, path: str | Path, card: ModelCard | dict) -> Path:
     ``card`` (from :func:`make_card`, or a dict of the card's keys) must give classes, image_size,
     channels and preprocessing, and agree with the model (input shape; outputs vs classes); the
     file hash, input shape and package versions are added here.
+
+    Args:
+        model: the Keras model.
+        path: the .keras file to write (its folder is created; an existing one is replaced).
+        card: a :class:`ModelCard` or a dict of the card's keys.
+
+    Returns:
+        ``path``, as a Path.
+
+    Raises:
+        ValueError: ``path`` does not end in .keras.
+        ModelCardError: the card is incomplete, has a value of the wrong type or disagrees with the model.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -254,7 +308,7 @@ def save_model(model, path: str | Path, card: ModelCard | dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     full = dataclasses.replace(card, card_version=CARD_VERSION, input_shape=list(model.input_shape[1:]),
-                               model_file=path.name, model_sha256=_sha256(path),
+                               model_file=path.name, model_sha256=sha256_file(path),
                                versions=package_versions(), source=card_path(path))
     card_path(path).write_text(json.dumps(full.to_dict(), indent=2, default=_jsonable))
     from fracturelib.models import card_markdown
@@ -274,7 +328,18 @@ def _jsonable(o):
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The checked card of the model ``path`` (its .json beside it)."""
+    """The checked card of the model ``path`` (its .json beside it).
+
+    Args:
+        path: the model file (.keras).
+
+    Returns:
+        The :class:`ModelCard`, with ``source`` set to the card file.
+
+    Raises:
+        ModelCardError: no card, invalid JSON, a newer version, a missing key or a value of the wrong
+            type; one line naming the card and the fix.
+    """
     cp = card_path(path)
     if not cp.exists():
         raise ModelCardError(f"{path}: no model card {cp.name} next to it; models are only "
@@ -310,7 +375,16 @@ def _check_archive(path: Path) -> None:
 def check_agrees(model, card: ModelCard, where: str) -> None:
     """ModelCardError unless ``model``'s input is the card's image_size x image_size x channels and
     its output fits the classes: one sigmoid unit for 2 classes, else one softmax unit a class;
-    a heatmap (rank 4) only for a localisation card."""
+    a heatmap (rank 4) only for a localisation card.
+
+    Args:
+        model: the Keras model.
+        card: its :class:`ModelCard`.
+        where: how messages name the model (e.g. its path).
+
+    Raises:
+        ModelCardError: several inputs or outputs, or an input or output that differs from the card.
+    """
     said = [card.image_size, card.image_size, card.channels]
     if not isinstance(model.input_shape, tuple) or not isinstance(model.output_shape, tuple):
         raise ModelCardError(f"{where}: has several inputs or outputs; fracturelib models have one each")
@@ -342,6 +416,16 @@ def load_model(path: str | Path, expect: dict | None = None):
     differs from the card's, an input shape or output width that differs from the card, and any
     ``expect`` entry (e.g. ``{"channels": 1}``) that the card contradicts.
     Loading uses Keras ``safe_mode`` (no arbitrary code from lambda layers).
+
+    Args:
+        path: the .keras file; its card is the .json beside it.
+        expect: card key -> the value the caller needs (tuples compare as lists), or None.
+
+    Returns:
+        (the Keras model, not compiled; its :class:`ModelCard`).
+
+    Raises:
+        ModelCardError: any of the refusals above; one line naming the file and the fix.
     """
     import keras
 
@@ -350,7 +434,7 @@ def load_model(path: str | Path, expect: dict | None = None):
         raise ModelCardError(f"{path}: no such model file; train one with notebook 02/03 first")
     card = read_card(path)
     _check_archive(path)
-    if card.model_sha256 != _sha256(path):
+    if card.model_sha256 != sha256_file(path):
         raise ModelCardError(f"{path}: file differs from the one its card describes "
                              "(hash mismatch); re-save the model with its card")
     have_all = card.to_dict()
@@ -373,7 +457,14 @@ def load_model(path: str | Path, expect: dict | None = None):
 
 
 def metrics_dict(table) -> dict:
-    """A metrics table (metric x value/ci_low/ci_high) as the card's nested dict."""
+    """A metrics table (metric x value/ci_low/ci_high) as the card's nested dict.
+
+    Args:
+        table: a DataFrame indexed by metric, columns value, ci_low, ci_high.
+
+    Returns:
+        Metric -> {column -> value}.
+    """
     return {k: table.loc[k].to_dict() for k in table.index}
 
 
@@ -396,6 +487,11 @@ def make_card(task: str, classes, image_size: int, channels: int, preprocessing:
 
     Returns:
         The :class:`ModelCard` for :func:`save_model` (ModelCardError when a value has the wrong type).
+
+    Raises:
+        ValueError: neither ``data`` nor all of data_dir, manifest, split and parts given, or
+            ``split`` lacks one of its keys.
+        ModelCardError: a value of the wrong type.
     """
     if data is None:
         from fracturelib.data import manifest_hash

@@ -60,18 +60,42 @@ class Detector:
     backbone: str = BACKBONE
 
     def distance(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each feature vector to the training radiographs' mean.
+
+        Args:
+            features: pooled features (N, D), or one vector (D,).
+
+        Returns:
+            (N,) distances, on the scale of ``threshold``.
+        """
         d = np.atleast_2d(features) - self.mean
         return np.sqrt(np.einsum("ij,jk,ik->i", d, self.precision, d))
 
     def in_distribution(self, features: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         """True where the features lie within the threshold and, when ``images`` are given, the
-        image is not blank (a uniform image has features near a radiograph's dark background)."""
+        image is not blank (a uniform image has features near a radiograph's dark background).
+
+        Args:
+            features: pooled features (N, D) of :func:`feature_model`.
+            images: the same N images as pixels, or None to skip the blank-image check.
+
+        Returns:
+            (N,) bool; True where the input looks like a training radiograph.
+        """
         ok = self.distance(features) <= self.threshold
         if images is not None:
             ok &= ~is_blank(images)
         return ok
 
     def save(self, path: str | Path) -> Path:
+        """Write the mean and precision to ``path`` (.npz) and the threshold and settings to its .json.
+
+        Args:
+            path: the archive, named ``*.npz`` (NumPy appends .npz to any other name); its folder is created.
+
+        Returns:
+            ``path``, as a Path.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, mean=self.mean, precision=self.precision)
@@ -84,7 +108,17 @@ class Detector:
     @classmethod
     def load(cls, path: str | Path) -> Detector:
         """The detector saved as ``path`` (.npz) with its .json; DetectorError, one line naming the
-        file, when either is missing, damaged or inconsistent."""
+        file, when either is missing, damaged or inconsistent.
+
+        Args:
+            path: the .npz archive written by :meth:`save` (its .json beside it).
+
+        Returns:
+            The :class:`Detector`.
+
+        Raises:
+            DetectorError: either file is missing, damaged or inconsistent; the message names the fix.
+        """
         import zipfile
         path = Path(path)
         fix = "re-fit it with notebook 02 (or delete it to predict without the radiograph check)"
@@ -115,7 +149,15 @@ class Detector:
 
 
 def is_blank(images: np.ndarray, min_std: float = 2.0) -> np.ndarray:
-    """Images with (almost) no contrast: standard deviation of the pixels below ``min_std``."""
+    """Images with (almost) no contrast: standard deviation of the pixels below ``min_std``.
+
+    Args:
+        images: N images, any shape per image, pixels in [0, 255].
+        min_std: the standard deviation, in pixel values, below which an image is blank.
+
+    Returns:
+        (N,) bool.
+    """
     x = np.asarray(images, np.float32)
     return x.reshape(len(x), -1).std(axis=1) < min_std
 
@@ -124,7 +166,17 @@ def fit(features: np.ndarray, calibration: np.ndarray | None = None, quantile: f
         image_size: int = SIZE, backbone: str = BACKBONE) -> Detector:
     """Fit the Gaussian on the training radiographs' features; the threshold is the ``quantile``
     of the distances of held-out radiographs (``calibration``, e.g. the validation images: in-sample
-    distances are optimistic in 1280 dimensions), or of the training images when none are given."""
+    distances are optimistic in 1280 dimensions), or of the training images when none are given.
+
+    Args:
+        features: pooled features (N, D) of the training radiographs (:func:`feature_model`).
+        calibration: pooled features (M, D) of held-out radiographs, or None.
+        quantile: the share of the reference radiographs that falls within the threshold.
+        image_size, backbone: the feature model's input side and backbone, recorded in the detector.
+
+    Returns:
+        The fitted :class:`Detector`.
+    """
     from sklearn.covariance import LedoitWolf
     lw = LedoitWolf().fit(features)
     det = Detector(lw.location_, lw.precision_, 0.0, quantile, len(features), image_size, backbone)

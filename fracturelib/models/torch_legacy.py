@@ -93,8 +93,6 @@ class _Unpickler(pickle.Unpickler):
         return str(key)
 
 
-#: SHA-256 of a file, read in chunks (the one helper, :func:`fracturelib.files.sha256_file`).
-sha256 = sha256_file
 
 
 def load_state_dict(path: str | Path, expected_sha256: str | None = None) -> dict[str, np.ndarray]:
@@ -113,7 +111,7 @@ def load_state_dict(path: str | Path, expected_sha256: str | None = None) -> dic
     """
     path = Path(path)
     if expected_sha256 is not None:
-        got = sha256(path)
+        got = sha256_file(path)
         if got != expected_sha256:
             raise TorchFileError(f"{path}: SHA-256 {got} does not match the expected {expected_sha256}; "
                                  "the file is damaged or not the one we know: reinstall its package")

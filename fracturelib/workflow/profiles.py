@@ -78,6 +78,16 @@ def load_profile(profile: str) -> list[Run]:
 
     The file must be UTF-8 YAML without aliases, at most ``MAX_PROFILE_BYTES``; each run name is
     one safe path component and unique; each parameter goes through :func:`check_value`.
+
+    Args:
+        profile: a profile name in ``params/`` (no suffix), or the path of a YAML file.
+
+    Returns:
+        The runs in file order, each with the profile's ``defaults`` under its own parameters.
+
+    Raises:
+        ProfileError: the file is missing, too large, unreadable, not UTF-8 or not a valid profile,
+            or a run name, notebook or parameter is invalid (one line).
     """
     p = Path(profile)
     if not p.suffix:
@@ -129,13 +139,28 @@ def _one_line(e: Exception) -> str:
 
 
 def notebook_path(run: Run) -> Path:
+    """The notebook file of ``run``: its ``notebook`` as given when it ends in ``.ipynb``.
+
+    Args:
+        run: the run.
+
+    Returns:
+        That path, else ``<notebooks>/<notebook>.ipynb``.
+    """
     return (Path(run.notebook) if run.notebook.endswith(".ipynb")
             else config.NOTEBOOKS_DIR / f"{run.notebook}.ipynb")
 
 
 def notebook_parameters(run: Run) -> dict:
     """Name -> default value of the notebook's ``parameters`` cell (papermill's own reading).
-    Read once per notebook version: the checks, the cache key and the sweep all ask for it."""
+    Read once per notebook version: the checks, the cache key and the sweep all ask for it.
+
+    Args:
+        run: the run whose notebook to read.
+
+    Returns:
+        A new dict of parameter name -> default (None where the default is not a Python literal).
+    """
     path = notebook_path(run)
     return dict(_parameters(str(path), path.stat().st_mtime_ns))
 
@@ -170,6 +195,12 @@ class Rule:
     nullable: bool = False
 
     def allowed(self) -> tuple | None:
+        """The allowed values: ``choices``, else what ``choices_from`` returns now.
+
+        Returns:
+            The tuple of values, or None when any value of the kind is allowed (also when
+            ``choices_from`` needs a module this install lacks).
+        """
         if self.choices is not None:
             return self.choices
         if self.choices_from is not None:
@@ -180,7 +211,14 @@ class Rule:
         return None
 
     def describe(self, wrong_type: bool = False) -> str:
-        """The reason a value breaks the rule (``wrong_type``: it is not even the right kind)."""
+        """The reason a value breaks the rule (``wrong_type``: it is not even the right kind).
+
+        Args:
+            wrong_type: name the expected kind rather than the range.
+
+        Returns:
+            The reason, worded to follow ``name=value`` (e.g. ``expects a number from 32 to 1024``).
+        """
         ok = self.allowed()
         if self.kind == "list":
             text = "expects a list of: " + ", ".join(map(str, ok)) if ok else "expects a list of text"
@@ -205,6 +243,16 @@ def _cam_names() -> list[str]:
     return cams.names()
 
 
+def _strategies() -> tuple[str, ...]:
+    from fracturelib.models import distribute
+    return distribute.STRATEGIES
+
+
+def _backbones() -> list[str]:
+    from fracturelib.models import backbones
+    return [*backbones.REGISTRY, ""]          # "" skips notebook 02's transfer model
+
+
 _SIZE = Rule("int", 32, 1024)
 _RATE = Rule("float", 0, 1, low_open=True)
 _SHARE = Rule("float", 0, 1, low_open=True)
@@ -227,9 +275,9 @@ RULES: dict[str, Rule] = {
     "duplicate_pairs": Rule("int", 0, 1000),
     "patience": Rule("int", 0, 1000), "tolerance_px": Rule("int", 0, 10_000),
     "alpha": Rule("float", 0, 2, low_open=True),
-    # the names models/distribute.STRATEGIES accepts (not imported: it would load TensorFlow)
     "epochs": Rule("int", 0, 1000, low_open=True),
-    "strategy": Rule("str", choices=("auto", "mirrored", "multiworker", "none")),
+    "strategy": Rule("str", choices_from=_strategies),
+    "backbone": Rule("str", choices_from=_backbones), "transfer_backbone": Rule("str", choices_from=_backbones),
     "methods": Rule("list", choices_from=_cam_names),
     "faith_methods": Rule("list", choices_from=_cam_names),
 }
@@ -238,7 +286,14 @@ SUFFIX_RULES = (("_epochs", Rule("int", 0, 1000)), ("_fraction", _SHARE))
 
 
 def rule_for(name: str) -> Rule | None:
-    """The rule of parameter ``name`` (:data:`RULES`, else a :data:`SUFFIX_RULES` match)."""
+    """The rule of parameter ``name`` (:data:`RULES`, else a :data:`SUFFIX_RULES` match).
+
+    Args:
+        name: the parameter.
+
+    Returns:
+        Its Rule, or None when only the general checks apply.
+    """
     if name in RULES:
         return RULES[name]
     return next((r for suffix, r in SUFFIX_RULES if name.endswith(suffix)), None)
@@ -363,6 +418,10 @@ def parse_overrides(pairs: list[str], flag: str = "-p") -> dict:
 
     Returns:
         Parameter name -> value.
+
+    Raises:
+        ProfileError: a pair is not ``KEY=VALUE``, the key is no parameter name, or the value is
+            unreadable or breaks its rule.
     """
     out = {}
     for kv in pairs:
@@ -384,7 +443,16 @@ def parse_overrides(pairs: list[str], flag: str = "-p") -> dict:
 
 def check_parameter(name: str, value, default) -> str:
     """Why ``value`` cannot replace ``default`` for parameter ``name`` ("" when it can): the
-    type and sign of the notebook's default, then :func:`check_value`."""
+    type and sign of the notebook's default, then :func:`check_value`.
+
+    Args:
+        name: the parameter.
+        value: the value the user gave.
+        default: the notebook's default (None: no type to match).
+
+    Returns:
+        The reason, worded to follow ``name=value``; "" when the value is fine.
+    """
     why = _by_default(name, value, default)
     return why or check_value(name, value)
 
@@ -419,7 +487,15 @@ def _by_default(name: str, value, default) -> str:
 
 def check_overrides(runs: list[Run], extra: dict) -> None:
     """Refuse, before anything runs, a parameter no selected notebook takes or a value it cannot
-    (``-p``/``--grid`` values; a profile's own values were checked by :func:`load_profile`)."""
+    (``-p``/``--grid`` values; a profile's own values were checked by :func:`load_profile`).
+
+    Args:
+        runs: the selected runs.
+        extra: parameter name -> value to apply to every run that takes it.
+
+    Raises:
+        ProfileError: no selected notebook takes a parameter, or a value does not suit one that does.
+    """
     params = {r.name: notebook_parameters(r) for r in runs}
     for name, value in extra.items():
         takers = {n: p[name] for n, p in params.items() if name in p}

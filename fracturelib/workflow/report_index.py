@@ -56,7 +56,19 @@ def _thumb(r, out_dir: Path) -> str:
 
 
 def write_index(results: list, out_dir: Path, profile: str) -> Path:
-    """Write the index of ``results`` (runner.Result) into ``out_dir``, atomically."""
+    """Write the index of ``results`` (runner.Result) into ``out_dir``, atomically.
+
+    Args:
+        results: one runner.Result per notebook run, in display order.
+        out_dir: the reports folder; links are relative to it.
+        profile: the profile's name, shown in the intro.
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        OutputError: the page could not be written.
+    """
     out_dir = Path(out_dir)
     rows = []
     for r in results:

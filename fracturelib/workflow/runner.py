@@ -49,6 +49,7 @@ class Result:
 
     @property
     def thumb(self) -> Path:
+        """The report's key-figure thumbnail, ``thumbs/<name>.png`` (it may not exist)."""
         return self.html.parent / "thumbs" / f"{self.html.stem}.png"
 
 
@@ -109,6 +110,20 @@ def _restore_stderr(saved: int) -> None:
 
 
 def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
+    """Execute one notebook with papermill and export its reports; a failure is a result, not an error.
+
+    The kernel's stderr goes to ``<name>.log`` and progress bars are off, so that reports stay clean;
+    a notebook that fails or is interrupted still gets its (partial) HTML.
+
+    Args:
+        run: the run.
+        out_dir: the reports folder.
+        extra: parameter overrides on top of the run's own (``output_dir`` is always set here).
+
+    Returns:
+        Its Result: status ``ok``, ``failed`` or ``interrupted``, duration, HTML path, error line
+        and the figures the notebook recorded.
+    """
     import papermill as pm
 
     out_dir = Path(out_dir).resolve()
@@ -160,7 +175,18 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
 
 def select(profile: str, only: list[str] | None = None) -> list[Run]:
     """The profile's runs whose name or notebook starts with one of ``only`` (all when empty);
-    refuses a selection that matches nothing, before anything is written."""
+    refuses a selection that matches nothing, before anything is written.
+
+    Args:
+        profile: the profile name or YAML path (see :func:`load_profile`).
+        only: name or notebook prefixes (``--only``); None or empty selects every run.
+
+    Returns:
+        The selected runs in profile order.
+
+    Raises:
+        ProfileError: the profile is invalid, or ``only`` matches no run.
+    """
     runs = load_profile(profile)
     if not only:
         return runs
@@ -172,7 +198,18 @@ def select(profile: str, only: list[str] | None = None) -> list[Run]:
 
 
 def prepare_output(out_dir: str | Path) -> Path:
-    """Create ``out_dir`` and prove it writable, or raise OSError naming it and the fix."""
+    """Create ``out_dir`` and prove it writable, or raise OSError naming it and the fix.
+
+    Args:
+        out_dir: the ``--out`` folder.
+
+    Returns:
+        ``out_dir`` as a Path.
+
+    Raises:
+        NotADirectoryError: ``out_dir`` is a file.
+        PermissionError: the folder cannot be created or written to.
+    """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out}: is a file; give a folder for the reports")
@@ -208,7 +245,22 @@ def run_outputs(runs: list[Run], out_dir: str | Path) -> list[Path]:
 
 def run_all(profile: str = "quick", only: list[str] | None = None, out_dir: str | Path = "reports",
             extra: dict | None = None, echo=None, force: bool = False) -> list[Result]:
-    """Run the selected notebooks of ``profile`` in order (see :func:`run_runs`)."""
+    """Run the selected notebooks of ``profile`` in order (see :func:`run_runs`).
+
+    Args:
+        profile: the profile name or YAML path.
+        only: name or notebook prefixes to select (None: all).
+        out_dir: the reports folder.
+        extra: parameter overrides (``-p``) for every run that takes them.
+        echo: prints progress (default: ``print``).
+        force: rerun even runs whose inputs are unchanged.
+
+    Returns:
+        One Result per selected run, in order.
+
+    Raises:
+        ProfileError: see :func:`select` and :func:`run_runs`.
+    """
     return run_runs(select(profile, only), out_dir, str(profile), extra, echo, force)
 
 
@@ -217,7 +269,25 @@ def run_runs(runs: list[Run], out_dir: str | Path, label: str, extra: dict | Non
     """Run ``runs`` in order and write the index after each. A user mistake (parameter, output
     folder) is refused before anything runs or is written; a run whose inputs are unchanged since
     its last success is reused (row ``cached``) unless ``force``; Ctrl-C leaves an index with the
-    interrupted notebook as a row, then raises KeyboardInterrupt."""
+    interrupted notebook as a row, then raises KeyboardInterrupt.
+
+    Args:
+        runs: the runs, in order.
+        out_dir: the reports folder.
+        label: the name shown in the index (the profile, or a sweep combination).
+        extra: parameter overrides for every run that takes them.
+        echo: prints progress (default: ``print``).
+        force: rerun even runs whose inputs are unchanged.
+
+    Returns:
+        One Result per run, in order.
+
+    Raises:
+        ProfileError: a parameter in ``extra`` no run takes, or a value it cannot.
+        OutputError: an output would overwrite a notebook, or the index cannot be written.
+        NotADirectoryError, PermissionError: ``out_dir`` is a file or cannot be written to.
+        KeyboardInterrupt: a notebook was interrupted (after the index was written).
+    """
     echo = echo or (lambda *a, **k: print(*a, **k))
     extra = extra or {}
     check_overrides(runs, extra)

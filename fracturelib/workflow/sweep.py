@@ -31,7 +31,17 @@ MAX_COMBINATIONS = 1000
 
 
 def grid(specs: list[str]) -> list[dict]:
-    """``["image_size=128,192", "seed=1,2"]`` -> the 4 combinations, values read as YAML."""
+    """``["image_size=128,192", "seed=1,2"]`` -> the 4 combinations, values read as YAML.
+
+    Args:
+        specs: the ``--grid`` values, each ``KEY=V1,V2,...``.
+
+    Returns:
+        One dict (parameter name -> value) per combination, in ``itertools.product`` order.
+
+    Raises:
+        ProfileError: a spec is malformed, or there are more than ``MAX_COMBINATIONS`` combinations.
+    """
     axes = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
@@ -48,7 +58,14 @@ def grid(specs: list[str]) -> list[dict]:
 
 
 def sweep_folder(specs: list[str]) -> str:
-    """``sweep_image_size_seed`` for ``--grid image_size=... --grid seed=...``."""
+    """``sweep_image_size_seed`` for ``--grid image_size=... --grid seed=...``.
+
+    Args:
+        specs: the ``--grid`` values.
+
+    Returns:
+        The folder name: the swept parameter names, unsafe characters replaced by ``-``.
+    """
     names = "_".join(s.partition("=")[0].strip() for s in specs)
     return "sweep_" + re.sub(r"[^A-Za-z0-9._-]+", "-", names)[:120]
 
@@ -78,7 +95,15 @@ def localised(runs: list[Run], folder: Path) -> list[Run]:
     """The runs with every model file the sweep writes moved into ``folder/models`` (so that
     parallel combinations never share or overwrite a model). A model one run writes and another
     reads (02's model for 04) moves for both; a model no run of the sweep writes (sweeping 04
-    alone) is read where it is."""
+    alone) is read where it is.
+
+    Args:
+        runs: the runs of one combination.
+        folder: the combination's folder.
+
+    Returns:
+        New runs whose model parameters point into ``folder/models`` where moved.
+    """
     full = [{**notebook_parameters(r), **r.parameters} for r in runs]
     written = {resolve_path(v) for p in full for k, v in p.items()
                if k.endswith(OUTPUT_SUFFIX) and isinstance(v, str) and v.endswith(MODEL_SUFFIXES)}
@@ -91,7 +116,17 @@ def localised(runs: list[Run], folder: Path) -> list[Run]:
 
 
 def job(runs: list[Run], folder: str, params: dict, label: str) -> dict:
-    """Run one combination (in a worker process or on a Dask worker); a row for the sweep index."""
+    """Run one combination (in a worker process or on a Dask worker); a row for the sweep index.
+
+    Args:
+        runs: the runs of the sweep.
+        folder: the combination's output folder (a string, so that it pickles simply).
+        params: the combination's parameter overrides.
+        label: the label shown in its reports.
+
+    Returns:
+        ``{"folder", "parameters", "runs"}``; each run has its name, status, seconds, figures and error.
+    """
     from fracturelib.workflow.runner import run_runs
 
     folder = Path(folder)
@@ -103,7 +138,18 @@ def job(runs: list[Run], folder: str, params: dict, label: str) -> dict:
 
 @contextmanager
 def executor(workers: int, scheduler: str | None = None) -> Iterator[Executor]:
-    """Local processes, or the Dask cluster at ``scheduler`` (e.g. ``tcp://host:8786``)."""
+    """Local processes, or the Dask cluster at ``scheduler`` (e.g. ``tcp://host:8786``).
+
+    Args:
+        workers: the number of local processes (ignored with a scheduler).
+        scheduler: the Dask scheduler address, or None for local processes.
+
+    Yields:
+        The executor to submit jobs to; it is shut down on exit.
+
+    Raises:
+        ProfileError: Dask is not installed, or the scheduler cannot be reached.
+    """
     if scheduler:
         try:
             from dask.distributed import Client
@@ -128,7 +174,25 @@ def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dic
               workers: int = 1, scheduler: str | None = None, label: str = "",
               echo=print) -> tuple[Path, list[dict]]:
     """Run every combination of ``specs`` over ``runs``; write the sweep index and return its path
-    with the rows (one per combination, each with its runs' status and figures)."""
+    with the rows (one per combination, each with its runs' status and figures).
+
+    Args:
+        runs: the runs of the profile.
+        out_dir: the sweep's folder; each combination gets a subfolder.
+        specs: the ``--grid`` values.
+        extra: parameter overrides common to every combination.
+        workers: the number of local processes.
+        scheduler: a Dask scheduler address, or None to run locally.
+        label: the label shown in the reports.
+        echo: prints one progress line per finished combination.
+
+    Returns:
+        The path of the sweep's ``index.html`` and the rows; a crashed combination is a failed row.
+
+    Raises:
+        ProfileError: ``workers`` is not a positive int, a spec or override is invalid, or two
+            combinations would share a folder.
+    """
     if not isinstance(workers, int) or workers < 1:
         raise ProfileError(f"--workers {workers}: must be 1 or more")
     combos = grid(specs)
@@ -155,7 +219,14 @@ def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dic
 
 
 def main_metric(rows: list[dict]) -> str | None:
-    """The first figure recorded with a confidence interval (e.g. 02's test ROC-AUC)."""
+    """The first figure recorded with a confidence interval (e.g. 02's test ROC-AUC).
+
+    Args:
+        rows: the sweep's rows.
+
+    Returns:
+        The figure's name, or None when no figure has a confidence interval.
+    """
     for row in rows:
         for run in row["runs"]:
             for k, v in run["figures"].items():
@@ -202,7 +273,16 @@ def _plot(rows: list[dict], swept: list[str], metric: str, target: Path) -> Path
 
 
 def write_sweep_index(rows: list[dict], out: Path, swept: list[str]) -> Path:
-    """``sweep.json`` (machine-readable), ``sweep.png`` and ``index.html`` in ``out``."""
+    """``sweep.json`` (machine-readable), ``sweep.png`` and ``index.html`` in ``out``.
+
+    Args:
+        rows: the sweep's rows.
+        out: the sweep's folder.
+        swept: the swept parameter names; the first is the plot's x axis.
+
+    Returns:
+        The path of ``index.html``.
+    """
     atomic_write(out / "sweep.json", json.dumps(rows, indent=1, default=str))
     metric = main_metric(rows)
     plot = _plot(rows, swept, metric, out / "sweep.png") if metric else None

@@ -95,7 +95,7 @@ def test_predict_many_keeps_every_answer_when_one_image_fails(tmp_path):
     from fracturelib.app.predict import predict_many
 
     class Flaky:
-        def predict(self, image, gradcam_dir=None, overlay_name=None):
+        def predict(self, image, overlay_dir=None, overlay_name=None):
             if "bad" in str(image):
                 raise RuntimeError("resize_with_pad: output dimensions must be positive")
             return {"image": str(image), "class": "fractured"}

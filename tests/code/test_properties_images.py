@@ -28,10 +28,6 @@ from fracturelib import config
 from fracturelib.data.imageio import ImageCheck, ImageError, check_image, read_image
 from tests.conftest import xray_like
 
-if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):    # its caches stay out of the working tree
-    from hypothesis.configuration import set_hypothesis_home_dir
-    set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "fracturelib-hypothesis")
-
 EXAMPLES = int(os.environ.get("FRACTURELIB_FUZZ_EXAMPLES", 100))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

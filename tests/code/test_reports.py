@@ -16,7 +16,7 @@ def _notebook(path, body, params='output_dir = "x"\nvalue = 1'):
 
 def test_runner_ok_and_failed_rows(tmp_path, capsys):
     good = _notebook(tmp_path / "good.ipynb",
-                     "from fracturelib.workflow.reports import record\nrecord(output_dir, answer=value * 42)")
+                     "from fracturelib.workflow.notebook import record\nrecord(output_dir, answer=value * 42)")
     bad = _notebook(tmp_path / "bad.ipynb", "raise ValueError('bad data path: /nope')")
     profile = tmp_path / "p.yaml"
     profile.write_text(yaml.safe_dump({"runs": [{"name": "nb_good", "notebook": good},
@@ -48,9 +48,9 @@ def test_unchanged_runs_are_cached_and_changed_inputs_rerun(tmp_path, capsys):
 
     model = tmp_path / "m.keras"
     model.write_bytes(b"v1")
-    first = _notebook(tmp_path / "first.ipynb", "from fracturelib.workflow.reports import record\n"
+    first = _notebook(tmp_path / "first.ipynb", "from fracturelib.workflow.notebook import record\n"
                       "record(output_dir, answer=value)")
-    reader = _notebook(tmp_path / "reader.ipynb", "from fracturelib.workflow.reports import record\n"
+    reader = _notebook(tmp_path / "reader.ipynb", "from fracturelib.workflow.notebook import record\n"
                        "record(output_dir, size=len(open(value, 'rb').read()))")
     prof = _profile(tmp_path, [{"name": "a_first", "notebook": first},
                                {"name": "b_reader", "notebook": reader, "parameters": {"value": str(model)}}])
@@ -125,7 +125,7 @@ def test_progress_bars_in_notebooks_not_in_papermill_runs(tmp_path, monkeypatch)
     assert progress.bar(items, "x") is not items and progress.keras_verbose() == 1
     monkeypatch.setenv(progress.QUIET_ENV, "1")
     assert progress.bar(items, "x") is items and progress.keras_verbose() == 0
-    nb = _notebook(tmp_path / "q.ipynb", "import os\nfrom fracturelib.workflow.reports import record\n"
+    nb = _notebook(tmp_path / "q.ipynb", "import os\nfrom fracturelib.workflow.notebook import record\n"
                    "record(output_dir, quiet=os.environ.get('FRACTURELIB_QUIET'))")
     monkeypatch.delenv(progress.QUIET_ENV)
     out = tmp_path / "r"
@@ -177,3 +177,20 @@ def test_out_that_would_overwrite_a_notebook_is_refused(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "would overwrite the input" in err and nb.read_bytes() == before
+
+
+def test_the_source_digest_covers_every_stage_of_the_package(tmp_path, monkeypatch):
+    """A change anywhere in fracturelib (data/, models/, app/ ...) must rerun cached notebooks, not only a
+    change next to run_cache itself."""
+    from fracturelib import config
+    from fracturelib.workflow import run_cache
+    for rel in ("data/imageio.py", "models/cnn.py", "workflow/run_cache.py", "fracture_info.json"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x = 1\n")
+    monkeypatch.setattr(config, "PACKAGE_DIR", tmp_path)
+    before = run_cache.source_digest()
+    for rel in ("data/imageio.py", "models/cnn.py", "fracture_info.json"):
+        (tmp_path / rel).write_text("x = 2\n")
+        after = run_cache.source_digest()
+        assert after != before, rel
+        before = after

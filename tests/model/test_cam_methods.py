@@ -247,7 +247,7 @@ def test_predict_uses_the_chosen_cam_and_explains_the_class_at_the_cards_thresho
         seen.append((name, targets.as_target(target).classes(out).tolist()))
         return maps, out
     monkeypatch.setattr(ex, "compute", spy)
-    r = Predictor(path, cam="hirescam").predict(img, gradcam_dir=tmp_path)
+    r = Predictor(path, cam="hirescam").predict(img, overlay_dir=tmp_path)
     assert r["class"] == "non-fractured" and r["threshold"] == 0.6 and 0.44 < r["confidence"] < 0.46
     assert seen == [("hirescam", [0])]
     assert r["localisation"] == "hirescam" and "hirescam overlay:" in format_result(r)

@@ -41,20 +41,20 @@ def test_predict_real_images_json(binary_model, tmp_path, capsys):
     fa, bb = _real_images()
     for img in (fa, bb):
         assert main(["predict", str(img), "--model", str(binary_model), "--json",
-                     "--gradcam-dir", str(tmp_path)]) == 0
+                     "--overlay-dir", str(tmp_path)]) == 0
         r = json.loads(capsys.readouterr().out)
         assert r["class"] in config.BINARY_CLASSES and 0 <= r["confidence"] <= 1
         assert [t["class"] for t in r["top"]] and abs(sum(t["probability"] for t in r["top"]) - 1) < 1e-5
         assert r["threshold"] == 0.4 and "Not medical advice" in r["note"]
         from PIL import Image
-        assert Image.open(r["gradcam"]).size == Image.open(img).size
+        assert Image.open(r["overlay"]).size == Image.open(img).size
 
 
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "gray16.png", "cmyk.jpg", "palette.png"])
 def test_predict_any_mode(binary_model, tmp_path, capsys, name):
     corpus = make_bad_corpus(tmp_path / "c")
     assert main(["predict", str(corpus / name), "--model", str(binary_model),
-                 "--gradcam-dir", str(tmp_path)]) == 0
+                 "--overlay-dir", str(tmp_path)]) == 0
     assert "Grad-CAM overlay:" in capsys.readouterr().out
 
 
@@ -75,7 +75,7 @@ def test_predict_missing_model_is_clear(tmp_path, capsys):
 
 def test_fracture_type_card(types_model, tmp_path, capsys):
     _, bb = _real_images()
-    assert main(["predict", str(bb), "--model", str(types_model), "--gradcam-dir", str(tmp_path)]) == 0
+    assert main(["predict", str(bb), "--model", str(types_model), "--overlay-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for k in ("Overview:", "Symptoms:", "Causes:", "Diagnosis:", "Treatment:", "Prognosis:", "Not medical advice"):
         assert k in out
@@ -105,7 +105,7 @@ def test_heatmap_explains_the_reported_class(tmp_path, monkeypatch, threshold, l
         explained_by.append(int(ex.targets.as_target(target).classes(out)[0]))
         return cams, out
     monkeypatch.setattr(ex, "compute", spy)
-    r = Predictor(path).predict(_real_images()[0], gradcam_dir=tmp_path)
+    r = Predictor(path).predict(_real_images()[0], overlay_dir=tmp_path)
     assert r["class"] == label and explained_by[-1] == explained
 
 
@@ -114,12 +114,16 @@ def test_default_model_is_the_one_whose_card_says_preferred(tmp_path):
 
     from fracturelib.app.predict import default_model
     assert default_model(tmp_path) == tmp_path / "binary_cnn.keras"        # nothing trained yet
+    card = {"classes": list(config.BINARY_CLASSES), "image_size": 64, "channels": 1, "input_shape": [64, 64, 1],
+            "model_sha256": "0" * 64}
     for name, pref in (("binary_cnn", True), ("binary_transfer", False)):
         (tmp_path / f"{name}.keras").write_bytes(b"x")
-        (tmp_path / f"{name}.json").write_text(json.dumps({"preferred": pref}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({**card, "preferred": pref}))
     assert default_model(tmp_path) == tmp_path / "binary_cnn.keras"
-    (tmp_path / "binary_transfer.json").write_text(json.dumps({"preferred": True}))
-    (tmp_path / "binary_cnn.json").write_text(json.dumps({"preferred": False}))
+    (tmp_path / "binary_transfer.json").write_text(json.dumps({**card, "preferred": True}))
+    (tmp_path / "binary_cnn.json").write_text(json.dumps({**card, "preferred": False}))
+    assert default_model(tmp_path) == tmp_path / "binary_transfer.keras"
+    (tmp_path / "binary_transfer.json").write_text("{damaged")          # a damaged card is passed over
     assert default_model(tmp_path) == tmp_path / "binary_transfer.keras"
 
 
@@ -132,7 +136,7 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     fa, _ = _real_images()
     w, h = Image.open(fa).size
     # without a localiser beside the model: the Grad-CAM peak, inside the image
-    assert main(["predict", str(fa), "--model", str(binary_model), "--json", "--gradcam-dir", str(tmp_path)]) == 0
+    assert main(["predict", str(fa), "--model", str(binary_model), "--json", "--overlay-dir", str(tmp_path)]) == 0
     r = json.loads(capsys.readouterr().out)
     r = r[0] if isinstance(r, list) else r
     assert r["localisation"] == "gradcam" and 0 <= r["fracture_point"][0] < w and 0 <= r["fracture_point"][1] < h
@@ -147,10 +151,10 @@ def test_predict_answers_where_with_the_localiser_or_the_cam_peak(binary_model, 
     p = Predictor(binary_model, localiser_path=path)
     raw = p.localiser.predict_on_batch(np.zeros((1, 64, 64, 1), "float32"))
     assert raw.shape == (1, 8, 8, 1)
-    r = p.predict(fa, gradcam_dir=tmp_path)
+    r = p.predict(fa, overlay_dir=tmp_path)
     assert r["localisation"].startswith("localiser") and len(r["fracture_point"]) == 2
     assert 0 <= r["fracture_point"][0] < w and 0 <= r["fracture_point"][1] < h
-    assert Image.open(r["gradcam"]).size == (w, h)
+    assert Image.open(r["overlay"]).size == (w, h)
 
 
 @pytest.mark.slow
@@ -163,16 +167,18 @@ def test_predict_flags_a_photo_as_not_a_radiograph_and_gives_no_answer(tmp_path,
     from fracturelib.models import ood
     m = cnn.build_binary_cnn(64, 1)
     path = cards.save_model(m, tmp_path / "bin.keras", {"task": "binary", "classes": list(config.BINARY_CLASSES),
-                                                          "image_size": 64, "channels": 1, "preprocessing": "test"})
+                                                          "image_size": 64, "channels": 1, "preprocessing": "test",
+                                                          "companions": {"ood": config.OOD_FILE}})
     rows = usable(build_manifest(config.DEFAULT_FRACATLAS)).head(240)
     feats = ood.feature_model(1).predict(load_images(rows, ood.SIZE, 1), verbose=0)
     ood.fit(feats[:200], feats[200:]).save(tmp_path / "ood.npz")
     Image.fromarray(load_sample_image("china.jpg")).save(tmp_path / "china.jpg")
     radiograph = rows["path"].iloc[0]
     assert main(["predict", str(tmp_path / "china.jpg"), radiograph, "--model", str(path), "--json",
-                 "--gradcam-dir", str(tmp_path)]) == 0
+                 "--overlay-dir", str(tmp_path)]) == 0
     photo, xray = json.loads(capsys.readouterr().out)
     assert photo["in_distribution"] is False and photo["class"] is None and "warning" in photo
+    assert photo["overlay"] is None and photo["fracture_point"] is None and "info" not in photo   # no answer at all
     assert xray["in_distribution"] is True and xray["class"] in config.BINARY_CLASSES
 
 
@@ -180,7 +186,7 @@ def test_one_bad_image_does_not_abort_the_others(binary_model, tmp_path, capsys)
     fa, bb = _real_images()
     corpus = make_bad_corpus(tmp_path / "c")
     code = main(["predict", str(fa), str(corpus / "truncated.jpg"), str(bb), "--model",
-                 str(binary_model), "--gradcam-dir", str(tmp_path / "o"), "--json"])
+                 str(binary_model), "--overlay-dir", str(tmp_path / "o"), "--json"])
     assert code == 1
     out = json.loads(capsys.readouterr().out)
     assert [("error" in r) for r in out] == [False, True, False]
@@ -195,19 +201,58 @@ def test_same_stem_inputs_get_distinct_overlays(binary_model, tmp_path, capsys):
     Image.open(fa).save(tmp_path / "a" / "x.jpg")
     Image.open(bb).save(tmp_path / "b" / "x.png")
     assert main(["predict", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.png"), "--model",
-                 str(binary_model), "--gradcam-dir", str(tmp_path / "o"), "--json"]) == 0
-    paths = [r["gradcam"] for r in json.loads(capsys.readouterr().out)]
+                 str(binary_model), "--overlay-dir", str(tmp_path / "o"), "--json"]) == 0
+    paths = [r["overlay"] for r in json.loads(capsys.readouterr().out)]
     assert len(set(paths)) == 2 and all(os.path.exists(p) for p in paths)
+
+
+def test_an_input_in_the_overlay_folder_is_never_overwritten(binary_model, tmp_path, capsys):
+    """``predict d/x.jpg d/x_overlay.png --overlay-dir d``: the user's x_overlay.png is an input; it is read,
+    answered and left as it was."""
+    import hashlib
+
+    from PIL import Image
+    fa, bb = _real_images()
+    d = tmp_path / "d"
+    d.mkdir()
+    Image.open(fa).save(d / "x.jpg")
+    Image.open(bb).convert("L").save(d / "x_overlay.png")
+    before = hashlib.sha256((d / "x_overlay.png").read_bytes()).hexdigest()
+    assert main(["predict", str(d / "x.jpg"), str(d / "x_overlay.png"), "--model", str(binary_model),
+                 "--overlay-dir", str(d), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert hashlib.sha256((d / "x_overlay.png").read_bytes()).hexdigest() == before
+    assert all(r["class"] for r in out) and len({r["overlay"] for r in out}) == 2
+    assert str(d / "x_overlay.png") not in {r["overlay"] for r in out}
+
+
+def test_a_very_large_jpeg_is_answered_in_the_file_s_own_pixels(binary_model, tmp_path):
+    """Large JPEGs are decoded reduced; the fracture point is still given in the file's pixels."""
+    import cv2
+    import numpy as np
+
+    from fracturelib.app.predict import Predictor
+    a = np.zeros((1200, 9000), np.uint8)
+    a[200:1000, 6000:8000] = 220                           # the only structure: the right-hand part
+    cv2.imwrite(str(tmp_path / "wide.jpg"), a)
+    p = Predictor(binary_model)
+    pred = p.analyse(tmp_path / "wide.jpg")
+    assert pred.image.shape[1] < 9000                       # decoded reduced ...
+    scale = 9000 / pred.image.shape[1]
+    x, y = pred.fields["fracture_point"]                    # ... answered in the file's pixels
+    assert 0 <= x < 9000 and 0 <= y < 1200
+    assert abs(x - pred.point[0] * scale) <= scale and abs(y - pred.point[1] * scale) <= scale
+    assert pred.overlay().shape[:2] == pred.image.shape[:2]
 
 
 def test_unwritable_overlay_folder_is_a_warning_not_a_failure(binary_model, tmp_path, capsys):
     fa, _ = _real_images()
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["predict", str(fa), "--model", str(binary_model), "--gradcam-dir",
+    assert main(["predict", str(fa), "--model", str(binary_model), "--overlay-dir",
                  str(blocker / "sub"), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["gradcam"] is None and "overlay not written" in r["warning"] and r["class"]
+    assert r["overlay"] is None and "overlay not written" in r["warning"] and r["class"]
 
 
 @pytest.mark.parametrize("damage,why", [
@@ -250,7 +295,7 @@ def test_a_missing_detector_is_in_distribution_null_and_a_warning(binary_model, 
     model = _with_companions(binary_model if which == "binary" else types_model, tmp_path / "m",
                              ood=config.OOD_FILE)
     assert main(["predict", str(fa if which == "binary" else bb), "--model", str(model), "--json",
-                 "--gradcam-dir", str(tmp_path)]) == 0
+                 "--overlay-dir", str(tmp_path)]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["in_distribution"] is None and r["class"] is not None
     assert "radiograph (OOD) detector" in r["warning"] and config.OOD_FILE in r["warning"]
@@ -259,7 +304,7 @@ def test_a_missing_detector_is_in_distribution_null_and_a_warning(binary_model, 
 
 def test_a_card_that_names_no_detector_says_the_check_was_not_made(binary_model, tmp_path):
     from fracturelib.app.predict import Predictor, format_result
-    r = Predictor(binary_model).predict(_real_images()[0], gradcam_dir=tmp_path)
+    r = Predictor(binary_model).predict(_real_images()[0], overlay_dir=tmp_path)
     assert r["in_distribution"] is None and "names no radiograph (OOD) detector" in r["warning"]
     assert "Warning: the model's card names no radiograph" in format_result(r)
 
@@ -296,7 +341,7 @@ def test_the_card_names_its_localiser_resolved_beside_it(binary_model, tmp_path)
     model = _with_companions(binary_model, tmp_path / "m", localiser="loc_full.keras")
     p = Predictor(model)
     assert p.localiser is not None and p.localiser_card.source == tmp_path / "m" / "loc_full.json"
-    assert p.predict(_real_images()[0], gradcam_dir=tmp_path)["localisation"].startswith("localiser")
+    assert p.predict(_real_images()[0], overlay_dir=tmp_path)["localisation"].startswith("localiser")
 
 
 def test_a_classifier_as_localiser_or_a_localiser_as_model_is_a_one_line_error(binary_model, tmp_path, capsys):
