@@ -29,10 +29,12 @@ test: venv lint
 	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(TEST_ORDER_SEED) tests
 	FRACTURELIB_PROFILE=ci FRACTURELIB_QUIET=1 $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider -p no:randomly notebooks
 
-# ruff, then the layer contract (pyproject's [tool.importlinter]): data < metrics < models < explain < workflow < app
+# ruff, the layer contract (pyproject's [tool.importlinter]: data < metrics < models < explain < workflow < app),
+# and Google-style docstrings (Args/Returns) on every public function
 lint: venv
 	$(BIN)/ruff check fracturelib tests bench scripts
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_docstrings.py --strict
 
 # the property-based tests with many more examples than `make test` gives them (minutes)
 fuzz: export FRACTURELIB_OFFLINE := 1

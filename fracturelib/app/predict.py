@@ -29,14 +29,29 @@ def fracture_info() -> dict:
 
 
 def info_card(label: str) -> dict | None:
-    """Plain-language card for a fracture type (None for labels that are not a type)."""
+    """Plain-language card for a fracture type, with the not-medical-advice note.
+
+    Args:
+        label: a class name.
+
+    Returns:
+        The card (overview, symptoms, causes, diagnosis, treatment, prognosis, note), or None for labels
+        that are not a fracture type (the binary classes).
+    """
     card = fracture_info().get(label)
     return None if card is None else {**card, "note": NOT_ADVICE}
 
 
 def default_model(models_dir: str | Path | None = None) -> Path:
-    """The binary model whose card says ``preferred`` (notebook 02 chooses it by validation
-    ROC-AUC); else the first of :data:`config.BINARY_MODELS` that exists; else the CNN's path."""
+    """The binary model ``predict`` uses when none is named.
+
+    Args:
+        models_dir: the folder of models (default ``config.MODELS_DIR``).
+
+    Returns:
+        The model whose card says ``preferred`` (notebook 02 chooses it by validation ROC-AUC); else the
+        first of ``config.BINARY_MODELS`` that exists (a damaged card is passed over); else the CNN's path.
+    """
     from fracturelib.models.cards import read_card
     folder = Path(models_dir or config.MODELS_DIR)
     present = [folder / n for n in config.BINARY_MODELS if (folder / n).exists()]
@@ -219,6 +234,8 @@ class Predictor:
                        "top": [{"class": self.classes[i], "probability": float(probs[i])} for i in order]})
         if thr is not None:
             fields["threshold"] = thr
+        if self.card.temperature and self.card.temperature != 1:
+            fields["temperature"] = self.card.temperature
         fields.update(check)
         heat, method = self._where(image_path, img, cams[0])
         from fracturelib.models.localiser import peak
@@ -247,6 +264,15 @@ class Predictor:
             cams, _ = compute(self.cam, self.model, x, target=targets.ClassTarget(k))
         out = out[0]
         probs = np.array([1 - float(out[0]), float(out[0])]) if binary else out.astype(float)
+        t = self.card.temperature
+        if t and t != 1:                   # calibrated on validation (notebooks 02/03): same ranking, honest scale
+            from fracturelib.metrics.calibration import apply_temperature
+            if binary:
+                p1 = float(apply_temperature(np.array([probs[1]]), t)[0])
+                probs = np.array([1 - p1, p1])
+                thr = float(apply_temperature(np.array([thr]), t)[0])   # the same decision on the same scale
+            else:
+                probs = apply_temperature(probs[None], t)[0]
         return self.classes[k], probs, cams, thr
 
     def _where(self, image_path: str | Path, img: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, str]:
@@ -275,7 +301,8 @@ class Predictor:
 
         Returns:
             The JSON result (``fracturelib predict --json`` prints a list of them): image, model, class,
-            confidence, top, threshold (binary), in_distribution, warning, fracture_point (x, y in the
+            confidence, top, threshold (binary; like the probabilities, temperature-scaled when the card has
+            a ``temperature``, which is then given), in_distribution, warning, fracture_point (x, y in the
             file's pixels), localisation (the method), overlay (its path or None), info (fracture
             types), note.
 
@@ -382,7 +409,16 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 
 def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
-    """A ring and a cross at ``point`` (x, y), sized to the image, so the answer to "where" is seen."""
+    """A ring and a cross at ``point`` (x, y), sized to the image, so the answer to "where" is seen.
+
+    Args:
+        rgb: the overlay (HxWx3 uint8); not changed.
+        point: (x, y) in its pixels.
+        colour: the mark's RGB colour.
+
+    Returns:
+        A marked copy.
+    """
     import cv2
     out = np.ascontiguousarray(rgb).copy()
     r = max(6, min(out.shape[:2]) // 25)

@@ -76,3 +76,34 @@ def load_boxes(root: str | Path) -> dict[str, dict]:
         if isinstance(seg, list):
             rec["polygons"] += [[float(v) for v in poly] for poly in seg if len(poly) >= 6]
     return {r["file_name"]: r for r in by_id.values()}
+
+
+EMPTY = {"boxes": [], "polygons": []}
+
+
+def file_name(relpath: str) -> str:
+    """The key FracAtlas' annotations use for a manifest row: the file name without its folders.
+
+    Args:
+        relpath: the row's path relative to the dataset root.
+
+    Returns:
+        The file name.
+    """
+    return str(relpath).rsplit("/", 1)[-1]
+
+
+def records_for(relpaths, boxes: dict) -> list[dict]:
+    """The annotation record (``boxes`` and ``polygons``) of each row's file; an empty one where none.
+
+    The one place a manifest row is matched to FracAtlas' expert annotations (the localiser's targets,
+    the CAM masks and the manifest's ``n_boxes`` all go through it).
+
+    Args:
+        relpaths: the rows' ``relpath`` values.
+        boxes: :func:`load_boxes`' mapping (file name -> record).
+
+    Returns:
+        One ``{"boxes": [[x, y, w, h], ...], "polygons": [...]}`` per row, in order.
+    """
+    return [{**EMPTY, **boxes.get(file_name(r), {})} for r in relpaths]

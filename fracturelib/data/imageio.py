@@ -69,6 +69,14 @@ class ImageCheck:
         return self.status == "ok"
 
     def skip(self, reason: str) -> "ImageCheck":
+        """Mark this check skipped with ``reason`` and drop any decoded image.
+
+        Args:
+            reason: why the file cannot be used (the row's reason).
+
+        Returns:
+            This check, for chaining.
+        """
         self.status, self.reason, self.image = "skipped", reason, None
         return self
 
@@ -78,6 +86,12 @@ def jpeg_end(data) -> int:
 
     A search for the last FF D9 is not enough: EXIF thumbnails carry their own EOI early in the
     file, and some exporters append bytes after the real EOI.
+
+    Args:
+        data: the file's bytes (or an mmap of it).
+
+    Returns:
+        The offset just past EOI, or -1 when the file ends before it (truncated).
     """
     return jpeg_walk(data)[0]
 
@@ -85,7 +99,14 @@ def jpeg_end(data) -> int:
 def jpeg_walk(data) -> tuple[int, int]:
     """(end as in :func:`jpeg_end`, count of stray bytes between segments). Stray bytes before a
     marker are skipped the way libjpeg does ("extraneous bytes before marker"), so a complete file
-    with junk between segments is not mistaken for a truncated one. ``data``: bytes or an mmap."""
+    with junk between segments is not mistaken for a truncated one.
+
+    Args:
+        data: the file's bytes or an mmap of it.
+
+    Returns:
+        (offset past EOI or -1, number of stray bytes skipped).
+    """
     pos, n, stray = 2, len(data), 0
     while pos + 2 <= n:                       # header segments up to the first scan
         if data[pos] != 0xFF:
@@ -325,7 +346,15 @@ _BYTES_PER_PIXEL = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr":
 
 def decode_cost(width: int, height: int, mode: str) -> int:
     """Bytes that decoding and converting one image to 8-bit holds at its peak: the decoded
-    pixels, a working copy and the 8-bit result (RGB at most)."""
+    pixels, a working copy and the 8-bit result (RGB at most).
+
+    Args:
+        width, height: the size that will be decoded (after any DCT reduction).
+        mode: the PIL mode as stored (``L``, ``I;16``, ``RGB``, ``CMYK`` ...).
+
+    Returns:
+        Bytes to reserve from the decoding budget.
+    """
     return width * height * (2 * _BYTES_PER_PIXEL.get(mode, 4) + 3)
 
 
@@ -505,7 +534,14 @@ def _truncation_reason(path: Path, width: int, height: int) -> str:
 
 
 def to_8bit(im: Image.Image) -> Image.Image:
-    """Any supported mode -> 8-bit "L" or "RGB". Alpha is composited on black (X-ray background)."""
+    """Any supported mode -> 8-bit "L" or "RGB". Alpha is composited on black (X-ray background).
+
+    Args:
+        im: an opened image of a supported mode (16-bit is stretched to its own range).
+
+    Returns:
+        The 8-bit image (``im`` itself when it is already L or RGB).
+    """
     mode = im.mode
     if mode in ("L", "RGB"):
         return im

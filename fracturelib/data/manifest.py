@@ -151,7 +151,7 @@ def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MI
 
 def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
     meta = fracatlas.load_metadata(root)
-    names = df["relpath"].map(lambda p: Path(p).name)
+    names = df["relpath"].map(fracatlas.file_name)
     if meta is not None:
         m = meta.reindex(names)
         for c in fracatlas.METADATA_COLUMNS:
@@ -165,7 +165,7 @@ def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
     split = fracatlas.load_author_split(root)
     df["author_split"] = names.map(split).fillna("")
     boxes = fracatlas.load_boxes(root)
-    df["n_boxes"] = names.map(lambda n: len(boxes.get(n, {}).get("boxes", [])))
+    df["n_boxes"] = [len(rec["boxes"]) for rec in fracatlas.records_for(df["relpath"], boxes)]
     return df
 
 

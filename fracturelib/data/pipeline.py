@@ -123,7 +123,18 @@ def pad_resize(img, image_size: int):
 
 
 def labels_for(df: pd.DataFrame, classes: list[str] | tuple[str, ...]):
-    """Binary (two classes): float 0/1 for the second class. Otherwise: integer class index."""
+    """The labels a model trains on.
+
+    Args:
+        df: manifest rows (``label``).
+        classes: the class names, in model order.
+
+    Returns:
+        Binary (two classes): float32 0/1 for the second class; otherwise int32 class indices.
+
+    Raises:
+        ValueError: a row's label is not among ``classes``.
+    """
     index = {c: i for i, c in enumerate(classes)}
     missing = sorted(set(df["label"]) - set(index))
     if missing:
@@ -226,7 +237,15 @@ def loader(image_size: int, channels: int):
 
 
 def load_images(df: pd.DataFrame, image_size: int, channels: int):
-    """All images of ``df`` as one float32 array (for small sets: galleries, Grad-CAM)."""
+    """All images of ``df`` as one float32 array (for small sets: galleries, CAMs, tests).
+
+    Args:
+        df: manifest rows.
+        image_size, channels: the model input.
+
+    Returns:
+        N x S x S x C float32 in [0, 255], prepared as for training.
+    """
     import numpy as np
     ds = make_dataset(df, classes=None, image_size=image_size, channels=channels,
                       batch_size=64, cache=False, with_labels=False)

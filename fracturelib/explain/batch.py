@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fracturelib.data import fracatlas
 from fracturelib.data.geometry import heatmap_to_image
 from fracturelib.data.imageio import read_image
 from fracturelib.data.pipeline import load_images
@@ -23,13 +24,17 @@ def heatmaps(model, card, rows: pd.DataFrame, method: str = "gradcam",
         card: its model card (image_size, channels).
         rows: manifest rows (path, width, height).
         method: a registered CAM (:func:`fracturelib.explain.cams.names`).
-        target: what is explained (:mod:`fracturelib.explain.targets`; None: the predicted class).
+        target: what is explained (:mod:`fracturelib.explain.targets`; None: the predicted class at the
+            card's decision threshold, as ``predict`` explains it).
         batch: images per step.
 
     Returns:
         (one heatmap (height x width) per row, the model outputs (N, units)).
     """
     size, channels = card.image_size, card.channels
+    if target is None:
+        from fracturelib.explain import targets
+        target = targets.predicted(card.decision_threshold)
     heats, outs = [], []
     for s in bar(range(0, len(rows), batch), f"{method} over {len(rows)} images"):
         part = rows.iloc[s:s + batch]
@@ -53,8 +58,7 @@ def expert_masks(rows: pd.DataFrame, boxes: dict, use: str = "boxes") -> list[np
         One bool mask (height x width) per row, in the image's own coordinates.
     """
     out = []
-    for rel, w, h in zip(rows["relpath"], rows["width"], rows["height"]):
-        rec = boxes.get(rel.rsplit("/", 1)[-1], {"boxes": [], "polygons": []})
+    for rec, w, h in zip(fracatlas.records_for(rows["relpath"], boxes), rows["width"], rows["height"]):
         if use == "polygons" and rec["polygons"]:
             out.append(region_mask(int(w), int(h), polygons=rec["polygons"]))
         else:

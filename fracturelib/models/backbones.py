@@ -83,12 +83,13 @@ REGISTRY: dict[str, BackboneSpec] = {
 }
 
 
-def register(spec_: BackboneSpec) -> BackboneSpec:
+def register(spec_: BackboneSpec, replace: bool = False) -> BackboneSpec:
     """Add (or replace) a registry entry; the localiser, the OOD detector and the transfer models
     can then use it by name.
 
     Args:
         spec_: the entry; a ``keras`` family entry needs ``keras_module``, ``constructor`` and ``taps``.
+        replace: allow replacing an entry of the same name (refused otherwise, as ``cams.register`` does).
 
     Returns:
         The entry, as registered.
@@ -98,6 +99,8 @@ def register(spec_: BackboneSpec) -> BackboneSpec:
     """
     if spec_.family == "keras" and not (spec_.keras_module and spec_.constructor and spec_.taps):
         raise ValueError(f"backbone {spec_.name!r}: a keras backbone needs keras_module, constructor and taps")
+    if spec_.name in REGISTRY and not replace:
+        raise ValueError(f"backbone {spec_.name!r} is registered already; pass replace=True to replace it")
     REGISTRY[spec_.name] = spec_
     return spec_
 

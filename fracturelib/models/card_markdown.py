@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from fracturelib.files import atomic_write
+
 DATASETS = {"fracatlas": ("FracAtlas",
                           "Abedeen et al., Scientific Data 10, 521 (2023), doi:10.1038/s41597-023-02432-4"),
             "bone-break-classification": ("Bone Break Classification",
@@ -33,13 +35,18 @@ def _metrics_rows(metrics: dict) -> list[str]:
 def _details(card, binary: bool) -> list[str]:
     versions = card.versions
     classes = card.classes
-    task = f"binary ({' / '.join(classes)})" if binary else f"{len(classes)} fracture types"
+    if card.task == "localisation":
+        task = "localisation: a stride-8 heatmap whose peak is the fracture (trained on the expert boxes)"
+    else:
+        task = f"binary ({' / '.join(classes)})" if binary else f"{len(classes)} fracture types"
     arch = card.backbone or "the design CNN (Conv 32, pool, Conv 64, pool, Dense 128, sigmoid)"
     if card.weights:
         arch += f", weights {card.weights}"
     if binary and card.threshold is not None:
         decision = (f"threshold {card.threshold:.3f}, chosen on validation for sensitivity "
                     f">= {card.target_sensitivity or 0:.2f}")
+    elif card.task == "localisation":
+        decision = "the heatmap's peak (the fracture point); no class"
     else:
         decision = "arg-max class"
     size = card.image_size
@@ -56,9 +63,14 @@ def _data(card, binary: bool) -> list[str]:
     split = data.get("split", {})
     how = ("the official Train/Test split kept" if split.get("respect_existing")
            else "group-aware (duplicates on one side)")
-    evaluation = ("Held-out test images of the same split, never used for training or for choosing the threshold."
-                  if binary else f"The official Test images; the honest subset ({card.honest_test} images) "
-                  "has no near copy in Train and is reported first.")
+    if card.task == "localisation":
+        evaluation = ("The fractured held-out test images of the same split with expert boxes (never read in "
+                      "training): pointing game, energy in the box and IoU, per body region in notebook 04.")
+    elif binary:
+        evaluation = "Held-out test images of the same split, never used for training or for choosing the threshold."
+    else:
+        evaluation = (f"The official Test images; the honest subset ({card.honest_test} images) "
+                      "has no near copy in Train and is reported first.")
     return ["## Training data and split", "",
             f"- Dataset: {name} ({citation}), CC BY 4.0; folder `{data.get('root')}`, "
             f"manifest `{data.get('manifest_hash')}`",
@@ -91,10 +103,12 @@ def render(card) -> str:
     metrics = card.test_metrics or card.test_metrics_honest or {}
     front = {"license": "mit", "library_name": "keras",
              "tags": ["medical-imaging", "x-ray", "radiograph", "fracture", "image-classification", "fracturelib"],
-             "datasets": [name], "metrics": sorted(metrics), "pipeline_tag": "image-classification"}
+             "datasets": [name], "metrics": sorted(metrics),
+             "pipeline_tag": "object-detection" if card.task == "localisation" else "image-classification"}
     title = card.model_name or card.model_file or "model"
+    what = {"binary": "fractured or not", "localisation": "where the fracture is"}.get(card.task, "fracture type")
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
-             f"# {title}: {'fractured or not' if binary else 'fracture type'} on radiographs", "",
+             f"# {title}: {what} on radiographs", "",
              *_details(card, binary),
              "## Intended use", "",
              "Research and teaching: studying fracture classification on radiographs, comparing methods, "
@@ -114,7 +128,9 @@ def render(card) -> str:
               "- Trained on one public dataset; performance on other hospitals, devices and populations is unknown.",
               "- Burnt-in markers and text can act as shortcuts: see notebook 04's shortcut check.",
               "- Confidence intervals are wide on small test sets; differences inside them are not findings.",
-              "- Inputs that are not radiographs are not recognised as such.", "",
+              ("- Inputs that are not radiographs are flagged by the radiograph detector named in this card "
+              f"(`{card.companion('ood')}`) and get no answer; it was fitted on one dataset's radiographs."
+              if card.companion("ood") else "- Inputs that are not radiographs are not recognised as such."), "",
               "## How to load", "", "```python", "from fracturelib.models.cards import load_model",
               f"model, card = load_model(\"{card.model_file}\")   # checks this card and the file's hash",
               "```", "", f"Or from a terminal: `fracturelib predict IMAGE --model {card.model_file}`.", ""]
@@ -149,5 +165,5 @@ def write(card, model_path: str | Path) -> Path:
         The .md path.
     """
     p = Path(model_path).with_suffix(".md")
-    p.write_text(render(card))
+    atomic_write(p, render(card))
     return p

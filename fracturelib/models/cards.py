@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracturelib import config
-from fracturelib.files import sha256_file
+from fracturelib.files import atomic_write, sha256_file
 
 #: The schema version this fracturelib writes; it reads this and every earlier one.
 CARD_VERSION = 2
@@ -310,7 +310,7 @@ def save_model(model, path: str | Path, card: ModelCard | dict) -> Path:
     full = dataclasses.replace(card, card_version=CARD_VERSION, input_shape=list(model.input_shape[1:]),
                                model_file=path.name, model_sha256=sha256_file(path),
                                versions=package_versions(), source=card_path(path))
-    card_path(path).write_text(json.dumps(full.to_dict(), indent=2, default=_jsonable))
+    atomic_write(card_path(path), json.dumps(full.to_dict(), indent=2, default=_jsonable))
     from fracturelib.models import card_markdown
     card_markdown.write(read_card(path), path)      # the card people read
     return path

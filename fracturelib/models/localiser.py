@@ -185,7 +185,8 @@ def boxes_of(rows, boxes: dict) -> list[list]:
     Returns:
         One list of ``[x, y, w, h]`` boxes per row, in row order.
     """
-    return [boxes.get(rel.rsplit("/", 1)[-1], {"boxes": []})["boxes"] for rel in rows["relpath"]]
+    from fracturelib.data.fracatlas import records_for
+    return [rec["boxes"] for rec in records_for(rows["relpath"], boxes)]
 
 
 def fit_on_split(split_rows, boxes: dict, image_size: int = 320, channels: int = 1, epochs: int = 60,

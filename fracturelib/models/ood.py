@@ -91,15 +91,17 @@ class Detector:
         """Write the mean and precision to ``path`` (.npz) and the threshold and settings to its .json.
 
         Args:
-            path: the archive, named ``*.npz`` (NumPy appends .npz to any other name); its folder is created.
+            path: the archive (written under exactly this name, atomically); its folder is created.
 
         Returns:
             ``path``, as a Path.
         """
+        from fracturelib.files import atomic_output, atomic_write, ensure_dir
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, mean=self.mean, precision=self.precision)
-        path.with_suffix(".json").write_text(json.dumps(
+        ensure_dir(path.parent)
+        with atomic_output(path) as f:                     # a file object: np.savez adds no suffix
+            np.savez(f, mean=self.mean, precision=self.precision)
+        atomic_write(path.with_suffix(".json"), json.dumps(
             {"threshold": self.threshold, "quantile": self.quantile, "n_train": self.n_train,
              "backbone": self.backbone, "image_size": self.image_size,
              "what": "Mahalanobis OOD detector on pooled features"}))

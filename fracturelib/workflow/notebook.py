@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from fracturelib.files import atomic_write
 from fracturelib.workflow.profiles import PROFILE_ENV, load_profile
 
 
@@ -54,7 +55,7 @@ def record(output_dir: str | Path, **figures) -> dict:
     p.parent.mkdir(parents=True, exist_ok=True)
     cur = json.loads(p.read_text()) if p.exists() else {}
     cur.update(figures)
-    p.write_text(json.dumps(cur, indent=2, default=str))
+    atomic_write(p, json.dumps(cur, indent=2, default=str))
     return cur
 
 

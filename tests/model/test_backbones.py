@@ -108,6 +108,9 @@ def test_registering_a_keras_backbone_without_taps_is_refused(monkeypatch):
     monkeypatch.setattr(backbones, "REGISTRY", dict(backbones.REGISTRY))
     with pytest.raises(ValueError, match="taps"):
         backbones.register(backbones.BackboneSpec("x", 224, "keras", ("none",), "-", "mobilenet_v2", "MobileNetV2"))
+    with pytest.raises(ValueError, match="registered already"):          # as cams.register: no silent replacement
+        backbones.register(backbones.REGISTRY["resnet50"])
+    assert backbones.register(backbones.REGISTRY["resnet50"], replace=True).name == "resnet50"
 
 
 @pytest.mark.parametrize("name", ["mobilenetv2", "efficientnetb0", "resnet50", "efficientnet_lite0"])

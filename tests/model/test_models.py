@@ -93,7 +93,7 @@ def test_make_card_is_what_split_from_card_reads_back(tmp_path):
 
 
 def test_saved_model_has_a_readable_card_with_valid_front_matter(tmp_path):
-    from fracturelib.models import card_markdown as modelcard
+    from fracturelib.models import card_markdown
     m = cnn.build_binary_cnn(32, 1)
     ci = {"value": 0.8, "ci_low": 0.7, "ci_high": 0.9}
     card = {"task": "binary", "classes": ["non-fractured", "fractured"], "image_size": 32, "channels": 1,
@@ -103,7 +103,7 @@ def test_saved_model_has_a_readable_card_with_valid_front_matter(tmp_path):
             "calibration": {"as trained": {"Brier": 0.2, "ECE (equal width)": 0.1}}}
     path = cards.save_model(m, tmp_path / "b.keras", card)
     text = path.with_suffix(".md").read_text()
-    fm = modelcard.front_matter(text)
+    fm = card_markdown.front_matter(text)
     assert fm["library_name"] == "keras" and fm["datasets"] == ["FracAtlas"] and fm["metrics"] == ["recall", "roc_auc"]
     assert {"license", "tags", "pipeline_tag"} <= set(fm)
     for section in ("## Model details", "## Intended use", "**Out of scope:**", "## Training data and split",
@@ -111,8 +111,21 @@ def test_saved_model_has_a_readable_card_with_valid_front_matter(tmp_path):
         assert section in text, section
     assert "| roc_auc | 0.800 (95% CI 0.700-0.900) |" in text and "not medical advice" in text
     assert "load_model(\"b.keras\")" in text
+    assert "are not recognised as such" in text                   # this card names no radiograph detector
     with pytest.raises(ValueError):
-        modelcard.front_matter("# no front matter")
+        card_markdown.front_matter("# no front matter")
+
+
+def test_a_localiser_card_reads_as_a_localiser_and_names_its_detector():
+    from fracturelib.models import card_markdown
+    card = cards.ModelCard.from_dict({"task": "localisation", "classes": ["fracture"], "image_size": 64, "channels": 1,
+                                      "preprocessing": "gray", "data": {"root": "fracatlas"}})
+    text = card_markdown.render(card)
+    assert "where the fracture is" in text and "fracture types" not in text and "arg-max" not in text
+    assert card_markdown.front_matter(text)["pipeline_tag"] == "object-detection"
+    binary = cards.ModelCard.from_dict({"task": "binary", "classes": ["a", "b"], "image_size": 64, "channels": 1,
+                                        "preprocessing": "gray", "companions": {"ood": "ood.npz"}})
+    assert "radiograph detector named in this card (`ood.npz`)" in card_markdown.render(binary)
 
 
 def test_a_card_from_a_newer_fracturelib_is_refused(tmp_path):

@@ -358,3 +358,21 @@ def test_a_classifier_as_localiser_or_a_localiser_as_model_is_a_one_line_error(b
     assert err.count("\n") == 1 and "not a classifier" in err
     assert main(["predict", str(fa), "--model", str(binary_model), "--localiser", str(tmp_path / "no.keras")]) == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+def test_the_card_s_temperature_scales_the_reported_probabilities_not_the_decision(tmp_path):
+    """Temperature scaling (fitted on validation) changes how sure the answer says it is, never the answer:
+    the threshold moves onto the same scale as the probability."""
+    from fracturelib.app.predict import Predictor
+    m = cnn.build_binary_cnn(64, 1)
+    meta = {"classes": list(config.BINARY_CLASSES), "image_size": 64, "channels": 1, "preprocessing": "test",
+            "threshold": 0.45}
+    plain = cards.save_model(m, tmp_path / "plain.keras", meta)
+    hot = cards.save_model(m, tmp_path / "hot.keras", {**meta, "temperature": 3.0})
+    img = _real_images()[0]
+    a, b = (Predictor(p).predict(img, overlay_dir=tmp_path) for p in (plain, hot))
+    assert a["class"] == b["class"] and "temperature" not in a and b["temperature"] == 3.0
+    pa, pb = (r["top"][0]["probability"] if r["top"][0]["class"] == "fractured" else 1 - r["top"][0]["probability"]
+              for r in (a, b))
+    assert abs(pb - 0.5) <= abs(pa - 0.5) + 1e-9                 # T > 1 softens towards 0.5
+    assert (pa >= a["threshold"]) == (pb >= b["threshold"])      # the same side of its own threshold
