@@ -6,7 +6,8 @@ import pytest
 
 from fracturelib.app.cli import main
 from fracturelib.workflow.profiles import ProfileError, Run
-from fracturelib.workflow.sweep import grid, localised, write_sweep_index
+from fracturelib.workflow.sweep import grid, localised
+from fracturelib.workflow.sweep_report import write_sweep_index
 
 # the ci profile's 02 without its second (transfer) model and with one epoch: ~15 s a run
 FAST = ["-p", "transfer_backbone=", "-p", "epochs=1"]
@@ -93,9 +94,9 @@ def test_one_index_writer_for_reports_and_sweeps(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(report_index, "write_html_index",
                         lambda *a, **k: calls.append(a[1]) or tmp_path / "index.html")
-    import fracturelib.workflow.sweep as sweep
-    monkeypatch.setattr(sweep, "write_html_index", report_index.write_html_index)
-    sweep.write_sweep_index(rows, tmp_path, ["seed"])
+    import fracturelib.workflow.sweep_report as sweep_report
+    monkeypatch.setattr(sweep_report, "write_html_index", report_index.write_html_index)
+    sweep_report.write_sweep_index(rows, tmp_path, ["seed"])
     report_index.write_index([], tmp_path, "quick")
     assert calls == ["fracturelib sweep", "fracturelib reports"]
     monkeypatch.undo()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fracturelib.data import build_manifest
-from fracturelib.models import backbones, cards, transfer
+from fracturelib.models import backbones, cards, recipe, scoring, transfer
 from tests.conftest import write_tree
 
 SIZE = 96
@@ -124,7 +124,7 @@ def test_two_phase_training_save_load_and_gradcam(tmp_path):
     bn = [lay for lay in m.get_layer("backbone").layers if type(lay).__name__ == "BatchNormalization"][-1]
     bn_before = [w.copy() for w in bn.get_weights()]
     head_before = [w.copy() for w in m.get_layer("classes").get_weights()]
-    r = transfer.two_phase(m, d[d.split == "train"], d[d.split == "val"], classes, 64,
+    r = recipe.two_phase(m, d[d.split == "train"], d[d.split == "val"], classes, 64,
                            phase1_epochs=3, phase2_epochs=1, fine_tune_layers=10, verbose=0)
     # phase 1 trained the head (a random backbone's features may be all zero: the bias moves)
     assert any(not np.allclose(a, b) for a, b in zip(head_before, m.get_layer("classes").get_weights()))
@@ -176,10 +176,10 @@ def test_binary_transfer_monitors_auc_and_learns_from_mirrored_features(tmp_path
     m, _ = transfer.build_transfer_model(1, "efficientnet_lite0", 32, 1, "none")
     assert m.output.shape[-1] == 1
     tr, va = d[d.split == "train"], d[d.split == "val"]
-    r = transfer.two_phase(m, tr, va, classes, 32, 1, phase1_epochs=2, phase2_epochs=0, verbose=0)
+    r = recipe.two_phase(m, tr, va, classes, 32, 1, phase1_epochs=2, phase2_epochs=0, verbose=0)
     assert r["monitor"] == "val_auc" and "val_auc" in r["phase1_history"]
     assert r["pooled"]["train"].shape == (len(tr), 1280)
-    p = transfer.predict_proba(m, va, classes, 32, 1)
+    p = scoring.predict_proba(m, va, classes, 32, 1)
     assert p.shape == (len(va),) and ((p >= 0) & (p <= 1)).all()
 
 
@@ -188,8 +188,8 @@ def test_flip_averaging_is_kept_only_when_it_helps_on_validation(monkeypatch):
     rows = pd.DataFrame({"label": ["a", "b", "a", "b"]})
     plain = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.6, 0.4]])      # 2 of 4 right
     flipped = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.4, 0.6]])    # 4 of 4 right
-    monkeypatch.setattr(transfer, "predict_proba", lambda m, r, c, s, ch, b, flip=False: flipped if flip else plain)
-    assert transfer.choose_tta_flip(None, rows, ["a", "b"], 32) == {
+    monkeypatch.setattr(scoring, "predict_proba", lambda m, r, c, s, ch, b, flip=False: flipped if flip else plain)
+    assert scoring.choose_tta_flip(None, rows, ["a", "b"], 32) == {
         "val_accuracy": 0.5, "val_accuracy_flip": 1.0, "tta_flip": True}
-    monkeypatch.setattr(transfer, "predict_proba", lambda m, r, c, s, ch, b, flip=False: plain)
-    assert transfer.choose_tta_flip(None, rows, ["a", "b"], 32)["tta_flip"] is False
+    monkeypatch.setattr(scoring, "predict_proba", lambda m, r, c, s, ch, b, flip=False: plain)
+    assert scoring.choose_tta_flip(None, rows, ["a", "b"], 32)["tta_flip"] is False
