@@ -7,7 +7,7 @@ export PYTHONHASHSEED := 0
 # Keras' cache (downloaded ImageNet files, converted EfficientNet-Lite weights): ~/.keras unless you set KERAS_HOME.
 export KERAS_HOME ?= $(HOME)/.keras
 
-.PHONY: test reports bench clean venv test-fast lint fuzz tensorboard
+.PHONY: test reports bench clean venv test-fast lint fuzz tensorboard serve bench-serve
 venv: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
@@ -50,6 +50,17 @@ reports: venv
 # training curves of every run (written by notebooks 02 and 03 into their artifacts folders)
 tensorboard: venv
 	$(BIN)/tensorboard --logdir reports/artifacts
+
+# the web app on http://127.0.0.1:7860 over the models `make reports` writes (cached: seconds when they exist);
+# `make serve HOST=0.0.0.0 PORT=8080` to listen elsewhere. A research tool, not a medical device.
+HOST ?= 127.0.0.1
+PORT ?= 7860
+serve: reports
+	GRADIO_ANALYTICS_ENABLED=False $(BIN)/fracturelib serve --models models --host $(HOST) --port $(PORT)
+
+# the web app under load: 8 clients x 25 requests on loopback (tiny models; prints failures, p50/p95, memory)
+bench-serve: venv
+	$(BIN)/python bench/serve.py
 
 bench: venv
 	$(BIN)/python bench/pipeline.py

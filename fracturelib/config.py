@@ -14,6 +14,10 @@ NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 REPORTS_DIR = PROJECT_DIR / "reports"
 PARAMS_DIR = PROJECT_DIR / "params"
 MODELS_DIR = PROJECT_DIR / "models"
+#: File name endings of images: a file with one of them outside a layout's image folders is a row saying
+#: which layout rule left it out (an image is never only "metadata"); other files there are metadata.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp",
+                  ".dcm", ".dicom", ".pgm", ".ppm", ".j2k", ".jp2")
 #: Where `predict` writes overlays when no --overlay-dir is given: a folder of their own in the current one.
 OVERLAY_DIR = "overlays"
 

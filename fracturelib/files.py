@@ -74,8 +74,26 @@ def output_error(path: str | os.PathLike, e: OSError, verb: str = "cannot write"
     return OutputError(f"{verb} {_shown(path)}: {why}", e.errno)
 
 
-def _shown(path: str | os.PathLike) -> str:
-    return os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def shown(text: str | os.PathLike) -> str:
+    """A path or name as a terminal and a one-line message can show it: bytes that are not UTF-8,
+    control characters (newline, carriage return, escape sequences) and invisible format characters
+    (bidirectional overrides, zero-width) become backslash escapes, so a hostile file name can neither
+    break a line nor recolour or reorder what is printed.
+
+    Args:
+        text: a path, file name or any string.
+
+    Returns:
+        The printable form (unchanged for ordinary names).
+    """
+    s = os.fsdecode(text) if isinstance(text, (bytes, os.PathLike)) else str(text)
+    s = s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s)
+
+
+_shown = shown
 
 
 def resolve_target(path: str | os.PathLike) -> Path:
@@ -162,6 +180,60 @@ def open_output(path: str | os.PathLike, mode: str = "wb", *, encoding: str | No
     return _wrap(fd, mode, encoding, errors, newline)
 
 
+def refuse_special(path: str | os.PathLike, target: Path | None = None) -> None:
+    """Refuse an output whose target exists and is not a regular file (a device such as /dev/full, a
+    pipe, a socket, a folder): renaming a file over it would replace it, and writing into it is not
+    what an output file means.
+
+    Args:
+        path: the output path the user gave.
+        target: its resolved target (:func:`resolve_target`), when already known.
+
+    Raises:
+        OutputError: one line naming the path (exit code 2).
+    """
+    import stat as stat_
+    target = target or resolve_target(path)
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return                                   # not there yet (or unreadable: the write will say)
+    if stat_.S_ISDIR(mode):
+        raise OutputError(f"{_shown(path)}: is a folder; give a file name", exit_code=2)
+    if not stat_.S_ISREG(mode):
+        raise OutputError(f"{_shown(path)}: is not a regular file (a device, pipe or socket); give a file name",
+                          exit_code=2)
+
+
+def check_output(path: str | os.PathLike, inside: str | os.PathLike | None = None, what: str = "--out") -> Path:
+    """Check an output file before any work is done, so a mistake costs nothing: not a folder, device,
+    pipe or socket; its folder exists and is a folder; and, when ``inside`` is given (the folder a
+    command reads, e.g. the dataset ``scan`` walks), not an existing file in it (it is an input).
+
+    Args:
+        path: the output path the user gave.
+        inside: a folder whose existing files are inputs.
+        what: how the message names the output.
+
+    Returns:
+        The resolved target.
+
+    Raises:
+        OutputError: one line naming the path and the fix (exit code 2).
+    """
+    target = resolve_target(path)
+    refuse_special(path, target)
+    if not target.parent.is_dir():
+        raise OutputError(f"{what} {_shown(path)}: its folder {_shown(target.parent)} does not exist or is not a "
+                          "folder; create it or choose another place", exit_code=2)
+    if inside is not None and target.exists():
+        root = resolve_target(inside)
+        if target == root or root in target.parents:
+            raise OutputError(f"{what} {_shown(path)}: would overwrite the input {_shown(path)} (a file of the "
+                              f"folder being read, {_shown(inside)}); write the output elsewhere", exit_code=2)
+    return target
+
+
 def _temp_name(target: Path) -> Path:
     stem = target.name.encode("utf-8", "surrogateescape")[:80].decode("utf-8", "ignore")
     return target.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
@@ -191,6 +263,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb", *, encoding: str | 
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_output mode {mode!r}: use 'w' or 'wb'")
     target = resolve_target(path)
+    refuse_special(path, target)
     tmp = _temp_name(target)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)

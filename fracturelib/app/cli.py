@@ -13,13 +13,14 @@ from pathlib import Path
 
 
 def _shown(s: str) -> str:
-    """A path as the terminal can print it (bytes that are not UTF-8 as \\x escapes)."""
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path as the terminal can print it (:func:`fracturelib.files.shown`)."""
+    from fracturelib.files import shown
+    return shown(s)
 
 
 def _print_table(title: str, t) -> None:
     print(f"\n{title}")
-    print(t.to_string())
+    print("\n".join(_shown(line) for line in t.to_string().splitlines()))
 
 
 def cmd_scan(a) -> int:
@@ -39,23 +40,28 @@ def cmd_scan(a) -> int:
     """
     from fracturelib.data import build_manifest, summary, usable, write_manifest
     from fracturelib.data.duplicates import cross_label_groups, cross_split_copies, leaked_test_images
-    if a.out and Path(a.out).is_dir():
-        raise IsADirectoryError(f"--out {a.out}: is a folder; give a file name, e.g. {a.out}/manifest.csv")
+    if a.out:
+        from fracturelib.files import check_output
+        if Path(a.out).is_dir():
+            raise IsADirectoryError(f"--out {a.out}: is a folder; give a file name, e.g. {a.out}/manifest.csv")
+        check_output(a.out, inside=a.path)               # before the scan: a mistake costs nothing
     df = build_manifest(a.path, progress=not a.quiet)
     s = summary(df)
-    print(f"dataset: {df.attrs['root']}")
-    print(f"layout: {s['layout']}  classes: {len(s['classes'])} ({', '.join(s['classes'])})")
+    print(f"dataset: {_shown(df.attrs['root'])}")
+    print(f"layout: {s['layout']}  classes: {len(s['classes'])} ({_shown(', '.join(s['classes']))})")
     print(f"files: {s['files']} accounted for = {s['used']} used + {s['skipped']} skipped")
     other = df.attrs.get("other_files", [])
     if other:
         print(f"outside the image folders (metadata, not counted): {len(other)} files")
+    for problem in df.attrs.get("metadata_problems", []):
+        print(f"metadata {_shown(problem)}")
     counts = df.assign(split=df["split"].replace("", "-")).groupby(["label", "split"]).size()
     _print_table("files per class and split:", counts.unstack(fill_value=0))
     skipped = df[df["status"] != "ok"]
     if len(skipped):
         print(f"\nskipped: {len(skipped)}")
         for reason, n in s["skipped_by_reason"].items():
-            print(f"  {n:5d}  {reason}")
+            print(f"  {n:5d}  {_shown(reason)}")
         for rel, reason in zip(skipped["relpath"], skipped["reason"]):
             print(f"  - {_shown(rel)}: {reason}")
     notes = usable(df)[lambda d: d["note"] != ""]
@@ -82,7 +88,7 @@ def cmd_scan(a) -> int:
         from fracturelib.files import ensure_dir, resolve_target
         ensure_dir(resolve_target(a.out).parent, "--out")
         write_manifest(df, a.out)            # atomic; a full or read-only disk is one error line
-        print(f"\nmanifest written: {a.out}")
+        print(f"\nmanifest written: {_shown(a.out)}")
     return 0
 
 
@@ -104,7 +110,7 @@ def cmd_fetch(a) -> int:
         root = fetch_fracatlas(a.dest, url=a.url, expected_images=a.expected_images or None,
                                progress=not a.quiet, retries=a.retries, archive=a.archive)
     except FetchError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_shown(e)}", file=sys.stderr)
         return 1                             # the download or the archive failed, not the user
     print(f"FracAtlas ready: {root}\n  next: fracturelib scan {root}")
     return 0
@@ -133,8 +139,24 @@ def cmd_predict(a) -> int:
         print("\n\n".join(format_result(r) for r in results))
     failed = [r for r in results if "error" in r]
     for r in failed:
-        print(f"error: {r['error']}", file=sys.stderr)
+        print(f"error: {_shown(r['error'])}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_serve(a) -> int:
+    """``fracturelib serve``: the web page and the JSON API over the models of ``--models``.
+
+    Args:
+        a: the parsed arguments (``models``, ``host``, ``port``, ``max_upload_mb``, ``concurrency``).
+
+    Returns:
+        0 when stopped.
+
+    Raises:
+        FileNotFoundError: ``--models`` holds no usable model.
+    """
+    from fracturelib.app.serve import run
+    return run(a.models, host=a.host, port=a.port, max_upload_mb=a.max_upload_mb, concurrency=a.concurrency)
 
 
 def cmd_run(a) -> int:
@@ -150,24 +172,33 @@ def cmd_run(a) -> int:
     Raises:
         ProfileError: an invalid profile, selection, parameter, ``--grid`` or ``--workers``.
         OutputError, NotADirectoryError, PermissionError: ``--out`` cannot be written.
-        KeyboardInterrupt: a notebook was interrupted (Ctrl-C).
+        KeyboardInterrupt: a notebook was interrupted (Ctrl-C, or SIGTERM: ``runner.Terminated``).
     """
-    from fracturelib.workflow.profiles import ProfileError, parse_overrides
-    from fracturelib.workflow.runner import prepare_output, run_all, select
-    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    from fracturelib.workflow.profiles import parse_overrides
+    from fracturelib.workflow.runner import prepare_output, run_runs, select, sigterm_as_interrupt
+    from fracturelib.workflow.sweep import check_workers
+    only = None if a.only is None else [s.strip() for s in a.only.split(",")]
     extra = parse_overrides(a.param)
-    if a.workers < 1:
-        raise ProfileError(f"--workers {a.workers}: must be 1 or more")
-    if a.grid:
-        from fracturelib.workflow.sweep import grid, run_sweep, sweep_folder
-        grid(a.grid)                                   # a malformed --grid fails before anything runs
-        runs = select(a.profile, only)
-        out = prepare_output(a.out) / sweep_folder(a.grid)
-        index, rows = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
-        print(f"sweep index: {index}")
-        return 0 if all(r["status"] in ("ok", "cached") for row in rows for r in row["runs"]) else 1
-    results = run_all(a.profile, only, a.out, extra, force=a.force)
+    check_workers(a.workers)                           # before any folder is made
+    runs = select(a.profile, only)                     # an empty or unmatched --only: one error line
+    with sigterm_as_interrupt():                       # SIGTERM ends the run like Ctrl-C
+        if a.grid:
+            from fracturelib.workflow.sweep import check_sweep, run_sweep, sweep_folder
+            check_sweep(runs, a.grid, extra, a.workers)   # a bad --grid fails before any folder exists
+            out = prepare_output(a.out) / sweep_folder(a.grid)
+            index, rows = run_sweep(runs, out, a.grid, extra, a.workers, a.scheduler, str(a.profile))
+            print(f"sweep index: {index}")
+            return 0 if all(r["status"] in ("ok", "cached") for row in rows for r in row["runs"]) else 1
+        results = run_runs(runs, a.out, str(a.profile), extra, force=a.force)
     return 0 if all(r.status in ("ok", "cached") for r in results) else 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one ``error:`` line (no usage block), exit code 2."""
+
+    def error(self, message: str):
+        """Print ``error: <message> (see <prog> --help)`` on stderr and exit 2."""
+        self.exit(2, f"error: {' '.join(str(message).split())} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser; ``parse_args`` sets ``func`` to the chosen command's function.
     """
-    p = argparse.ArgumentParser(prog="fracturelib", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="fracturelib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p.set_defaults(_commands=sub.choices)       # main names the subcommand in an "unrecognized" error
     s = sub.add_parser("scan", help="detect a dataset's layout and account for every file")
     s.add_argument("path")
     s.add_argument("--out", help="write the manifest (CSV) here")
@@ -212,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     from fracturelib import config
     r = sub.add_parser("run", help="execute the notebooks with papermill and write HTML reports")
     r.add_argument("--profile", default="quick", help="quick (embedded data), full, ci, or a YAML path")
-    r.add_argument("--only", default="", help="comma-separated notebook prefixes, e.g. 01,02")
+    r.add_argument("--only", default=None, help="comma-separated notebook prefixes, e.g. 01,02 "
+                   "(default: every notebook of the profile)")
     r.add_argument("--out", default=str(config.REPORTS_DIR))
     r.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter in every notebook (YAML value)")
@@ -221,10 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                    help="sweep: run every combination of these values, each in its own folder, "
                    "and write a sweep index (repeat for more parameters)")
-    r.add_argument("--workers", type=int, default=1, help="sweep runs at once (local processes)")
+    from fracturelib.workflow.sweep import MAX_WORKERS
+    r.add_argument("--workers", type=int, default=1,
+                   help=f"sweep runs at once (local processes, 1 to {MAX_WORKERS})")
     r.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
                    help="run the sweep on this Dask distributed cluster instead of local processes")
     r.set_defaults(func=cmd_run)
+    sv = sub.add_parser("serve", help="the web app (upload radiographs, read the answers) and its JSON API")
+    sv.add_argument("--models", default=str(config.MODELS_DIR), help="the folder of models to serve (only "
+                    "these are loaded; default: models/, written by `make reports`)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=7860)
+    sv.add_argument("--max-upload-mb", type=float, default=None,
+                    help="largest upload (default: $FRACTURELIB_MAX_UPLOAD_MB or 50)")
+    sv.add_argument("--concurrency", type=int, default=2, help="predictions at once (others wait in a queue)")
+    sv.set_defaults(func=cmd_serve)
     return p
 
 
@@ -245,24 +289,30 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments (None: ``sys.argv[1:]``).
 
     Returns:
-        The exit code: 0 done, 1 the work ran but something failed, 2 a usage mistake, 130 interrupted.
+        The exit code: 0 done, 1 the work ran but something failed, 2 a usage mistake, 130 interrupted
+        (143 terminated by SIGTERM during ``run``).
 
     Raises:
-        SystemExit: argparse rejected the arguments (code 2) or printed ``--help`` (code 0).
+        SystemExit: argparse rejected the arguments (one ``error:`` line, code 2) or printed ``--help``
+            (code 0).
     """
     from fracturelib.files import OutputError
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")    # before any subcommand imports TensorFlow
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a, unknown = parser.parse_known_args(argv)
+    if unknown:                           # named by the subcommand's parser: "see fracturelib scan --help"
+        parser = getattr(a, "_commands", {}).get(getattr(a, "command", None), parser)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return a.func(a)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:        # Ctrl-C, or SIGTERM during `run` (exit 143)
+        print(f"error: {_shown(str(e) or 'interrupted')}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
     except OutputError as e:              # an output not written (full disk, read-only ...): 1 or 2
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_shown(e)}", file=sys.stderr)
         return e.exit_code
     except _user_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_shown(e)}", file=sys.stderr)
         return 2
 
 

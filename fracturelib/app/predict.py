@@ -183,9 +183,18 @@ class Predictor:
         if not path.exists():
             return None, (f"the radiograph (OOD) detector {path} is missing: whether the image is a radiograph "
                           "was not checked (notebook 02 fits it)")
-        from fracturelib.models import ood
+        from fracturelib.models import backbones, ood
         det = ood.Detector.load(path)                 # fitted on radiographs by notebook 02
-        self.ood_features = ood.feature_model(1, det.image_size, det.backbone)
+        try:
+            self.ood_features = ood.feature_model(1, det.image_size, det.backbone)
+        except (backbones.WeightsUnavailable, ValueError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise ood.DetectorError(f"{path}: the radiograph (OOD) detector's feature model ({det.backbone}, "
+                                    f"{det.image_size} px) cannot be built ({why}); {ood.FIX}") from None
+        width = self.ood_features.output_shape[-1]
+        if width != det.dim:                          # else every image fails with a broadcast error
+            raise ood.DetectorError(f"{path}: radiograph (OOD) detector was fitted on {det.dim} features, but its "
+                                    f"feature model ({det.backbone}) gives {width}; {ood.FIX}")
         return det, None
 
     def _radiograph_check(self, img: np.ndarray) -> dict:
@@ -438,24 +447,26 @@ def format_result(r: dict) -> str:
         Lines: the answer (or why there is none), top classes, where, the overlay, warnings, the
         fracture-type card, and the note that this is not medical advice.
     """
+    from fracturelib.files import shown
+    name = shown(Path(r["image"]).name)
     if "error" in r:
-        return f"{Path(r['image']).name}: not assessed. Error: {r['error']}"
+        return f"{name}: not assessed. Error: {shown(r['error'])}"
     if r.get("in_distribution") is False:
-        lines = [f"{Path(r['image']).name}: not assessed. Warning: {r['warning']}"]
+        lines = [f"{name}: not assessed. Warning: {r['warning']}"]
     else:
-        lines = [f"{Path(r['image']).name}: {r['class']} (confidence {r['confidence']:.2f})"]
+        lines = [f"{name}: {shown(r['class'])} (confidence {r['confidence']:.2f})"]
     if "threshold" in r:
         lines[0] += f", decision threshold {r['threshold']:.3f}"
     if r.get("top"):
-        lines.append("top: " + ", ".join(f"{t['class']} {t['probability']:.2f}" for t in r["top"]))
+        lines.append("top: " + ", ".join(f"{shown(t['class'])} {t['probability']:.2f}" for t in r["top"]))
     if r.get("fracture_point"):
         lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px ({r['localisation']})")
     if r.get("localisation"):
         loc = r["localisation"]
         kind = "localiser" if loc.startswith("localiser") else ("Grad-CAM" if loc == "gradcam" else loc)
-        lines.append(f"{kind} overlay: {r.get('overlay') or 'not written'}")
+        lines.append(f"{kind} overlay: {shown(r.get('overlay') or 'not written')}")
     if r.get("warning") and r.get("in_distribution") is not False:
-        lines.append(f"Warning: {r['warning']}")
+        lines.append(f"Warning: {shown(r['warning'])}")
     if "info" in r:
         lines.append("")
         for k in ("overview", "symptoms", "causes", "diagnosis", "treatment", "prognosis"):

@@ -14,6 +14,7 @@ import errno
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import zipfile
@@ -58,6 +59,28 @@ def _disk_error(path: Path, e: OSError, part: str = "") -> FetchError:
     return FetchError(f"{output_error(path, e)}{part}")
 
 
+def _drop_link(path: Path, what: str) -> None:
+    """Remove ``path`` when it is a symbolic link (never its target), saying so on stderr: the files
+    fetch writes in ``--dest`` (the working copy of the zip, the download's ``.part``, the unpacked
+    folder) are its own, and writing through a link left there would overwrite an unrelated file.
+
+    Args:
+        path: the working file or folder about to be written.
+        what: what it is, for the note.
+
+    Raises:
+        OSError: the link cannot be removed.
+    """
+    if path.is_symlink():
+        try:
+            target = os.readlink(path)
+        except OSError:
+            target = "?"
+        path.unlink()
+        print(f"note: {path} ({what}) was a symbolic link to {target}; removed the link, its "
+              "target was not touched", file=sys.stderr)
+
+
 def _content_range_start(value: str | None) -> int | None:
     """``bytes 100-199/200`` -> 100; None when absent or malformed."""
     m = re.fullmatch(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*", value or "")
@@ -98,6 +121,13 @@ def download(url: str, target: Path, retries: int = 4, timeout: float = 60,
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
+    try:
+        _drop_link(part, "the partial download")     # never append to a file a link points at
+    except OSError as e:
+        raise _disk_error(part, e) from None
+    if part.exists() and not part.is_file():
+        raise FetchError(f"{part}: exists and is not a file (the partial download goes there); "
+                         "move it away and run the command again")
     start, tries = time.monotonic(), 0
     last_error: Exception | None = None
     too_big = (f"download of {url} is larger than the limit of {cap / 2**20:.0f} MiB; is --url the "
@@ -298,6 +328,7 @@ def unpack(archive: Path, dest: Path) -> Path:
         if not found:
             raise FetchError(f"{archive}: no FracAtlas images/Fractured and images/Non_fractured "
                              "folders inside; is this the FracAtlas archive? It was deleted.")
+        _drop_link(final, "the unpacked dataset")     # replace the link, never the folder it names
         if final.exists():
             shutil.rmtree(final)
         found[0].replace(final)
@@ -314,8 +345,14 @@ def unpack(archive: Path, dest: Path) -> Path:
 
 
 def _copy_archive(archive: Path, local: Path) -> None:
-    """Copy the user's zip to ``local`` whole or not at all (a full disk leaves nothing)."""
+    """Copy the user's zip to ``local`` whole or not at all (a full disk leaves nothing).
+
+    ``local`` is fetch's own working copy, not a file the user named: a symbolic link found there
+    is removed (and the removal reported), never written through, so its target is not touched.
+    The copy goes to a fresh temporary file in ``local``'s folder (O_EXCL) renamed onto ``local``.
+    """
     try:
+        _drop_link(local, "the working copy of --archive")
         with open(archive, "rb") as src, atomic_output(local, "wb") as dst:
             shutil.copyfileobj(src, dst, CHUNK)
     except OSError as e:

@@ -14,6 +14,27 @@ METADATA_COLUMNS = [*REGIONS[:4], "mixed", "hardware", "multiscan", "fractured",
 COCO_RELPATH = Path("Annotations") / "COCO JSON" / "COCO_fracture_masks.json"
 
 
+class FracAtlasFileError(ValueError):
+    """A FracAtlas metadata file exists but cannot be read as FracAtlas writes it; the message is one
+    line naming the file, what is wrong and that it was not used."""
+
+
+def _damaged(p: Path, why: str) -> FracAtlasFileError:
+    return FracAtlasFileError(f"{p}: not used ({why}); restore it from the FracAtlas archive")
+
+
+def _read_csv(p: Path, need: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV that must have the columns ``need``; any failure to read it is a FracAtlasFileError."""
+    try:
+        df = pd.read_csv(p, dtype={"image_id": str}, nrows=1_000_000)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise _damaged(p, f"unreadable CSV: {str(e).splitlines()[0][:120]}") from None
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise _damaged(p, f"no {', '.join(missing)} column")
+    return df
+
+
 def load_metadata(root: str | Path) -> pd.DataFrame | None:
     """`dataset.csv` indexed by file name, or None when the folder has none.
 
@@ -22,11 +43,15 @@ def load_metadata(root: str | Path) -> pd.DataFrame | None:
 
     Returns:
         DataFrame indexed by ``image_id`` (file name) with the CSV's columns (regions, views, flags), or None.
+
+    Raises:
+        FracAtlasFileError: the file exists but is not FracAtlas' dataset.csv (no image_id/fractured).
     """
     p = Path(root) / "dataset.csv"
     if not p.exists():
         return None
-    return pd.read_csv(p).set_index("image_id")
+    df = _read_csv(p, ("image_id", "fractured"))
+    return df.drop_duplicates("image_id").set_index("image_id")
 
 
 def load_author_split(root: str | Path) -> dict[str, str]:
@@ -37,13 +62,16 @@ def load_author_split(root: str | Path) -> dict[str, str]:
 
     Returns:
         Dict file name -> ``"train"``, ``"val"`` or ``"test"``; empty when the CSVs are absent.
+
+    Raises:
+        FracAtlasFileError: a split CSV exists but has no image_id column or cannot be read.
     """
     out = {}
     folder = Path(root) / "Utilities" / "Fracture Split"
     for name, split in (("train", "train"), ("valid", "val"), ("test", "test")):
         p = folder / f"{name}.csv"
         if p.exists():
-            for fn in pd.read_csv(p)["image_id"]:
+            for fn in _read_csv(p, ("image_id",))["image_id"]:
                 out[str(fn)] = split
     return out
 
@@ -59,22 +87,31 @@ def load_boxes(root: str | Path) -> dict[str, dict]:
     Returns:
         Dict file name -> record (also with ``file_name``); floats for coordinates; polygons with
         fewer than three points dropped. Empty when the COCO file is absent.
+
+    Raises:
+        FracAtlasFileError: the COCO file exists but cannot be read as FracAtlas writes it.
     """
     p = Path(root) / COCO_RELPATH
     if not p.exists():
         return {}
-    coco = json.loads(p.read_text())
-    by_id = {im["id"]: {"file_name": im["file_name"], "width": im["width"],
-                        "height": im["height"], "boxes": [], "polygons": []}
-             for im in coco["images"]}
-    for a in coco["annotations"]:
-        rec = by_id.get(a["image_id"])
-        if rec is None:
-            continue
-        rec["boxes"].append([float(v) for v in a["bbox"]])
-        seg = a.get("segmentation") or []
-        if isinstance(seg, list):
-            rec["polygons"] += [[float(v) for v in poly] for poly in seg if len(poly) >= 6]
+    try:
+        coco = json.loads(p.read_bytes())
+        by_id = {im["id"]: {"file_name": str(im["file_name"]), "width": im["width"],
+                            "height": im["height"], "boxes": [], "polygons": []}
+                 for im in coco["images"]}
+        for a in coco["annotations"]:
+            rec = by_id.get(a["image_id"])
+            if rec is None:
+                continue
+            box = [float(v) for v in a["bbox"]]
+            if len(box) != 4:
+                raise ValueError(f"annotation {a.get('id')}: a bbox of {len(box)} numbers")
+            rec["boxes"].append(box)
+            seg = a.get("segmentation") or []
+            if isinstance(seg, list):
+                rec["polygons"] += [[float(v) for v in poly] for poly in seg if len(poly) >= 6]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise _damaged(p, f"not COCO JSON as FracAtlas writes it: {type(e).__name__} {str(e)[:100]}") from None
     return {r["file_name"]: r for r in by_id.values()}
 
 

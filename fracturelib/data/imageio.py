@@ -21,6 +21,7 @@ import bisect
 import io
 import mmap
 import os
+import stat
 import threading
 import warnings
 from contextlib import contextmanager
@@ -378,9 +379,12 @@ def check_image(path: str | Path, keep_image: bool = True,
     path = Path(path)
     chk = ImageCheck(path=path)
     try:
-        chk.bytes = path.stat().st_size
+        st = path.stat()
     except OSError as e:
         return chk.skip(f"unreadable: {e.strerror or e}")
+    if not stat.S_ISREG(st.st_mode):          # a pipe, a device, a socket, a folder: never opened
+        return chk.skip("not a regular file (a folder, pipe, device or socket)")
+    chk.bytes = st.st_size
     if chk.bytes == 0:
         return chk.skip("empty file (0 bytes)")
     src, drops = None, []
@@ -394,7 +398,7 @@ def check_image(path: str | Path, keep_image: bool = True,
             warnings.simplefilter("ignore")
             im = Image.open(src or path)      # reads the header only
     except UnidentifiedImageError:
-        return chk.skip("not an image: content is not a recognised image format")
+        return chk.skip(_unidentified_reason(path))
     except Image.DecompressionBombError:
         w, h = _header_size(path, drops)
         return chk.skip(f"too large: header claims {w}x{h} px (limit {config.MAX_SIDE} px a side, "
@@ -467,6 +471,24 @@ ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180
                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                8: Image.Transpose.ROTATE_90}
+
+
+def _unidentified_reason(path: Path) -> str:
+    """Why a file no decoder identifies is skipped. A JPEG cut before its first scan has a valid start
+    but no image data: some Pillow versions open its header, others do not; either way it is a
+    truncated JPEG, not "not an image"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+            if head == b"\xff\xd8\xff":
+                with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                    if jpeg_end(data) < 0:
+                        return ("truncated JPEG, not decodable: the file ends before its image data "
+                                "(no scan and no end-of-image marker)")
+                return "not an image: a JPEG start with headers no decoder reads"
+    except (OSError, ValueError):
+        pass
+    return "not an image: content is not a recognised image format"
 
 
 def _orientation(im: Image.Image) -> int:

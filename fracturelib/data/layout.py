@@ -10,11 +10,11 @@ Understood layouts (names compared case-insensitively):
 
 One accounting rule holds for every layout: each entry under ``root`` that is not a folder is
 either an entry of :attr:`Layout.entries` (a file to check, or one skipped with its reason: hidden,
-broken link, pipe, link loop, or the layout rule that leaves it out) or, when it is a visible
-regular file outside the image folders (README, ``dataset.csv``, annotations), one of
-:attr:`Layout.other_files`. Sibling folders whose names mean the same class or split
-(``Fractured`` and ``fractured``, ``Non_fractured`` and ``non fractured``) are merged, and their
-entries carry a note saying so.
+broken link, pipe, link loop, or the layout rule that leaves it out, images outside the image
+folders included) or, when it is a visible regular file outside the image folders that is not an
+image by its name (README, ``dataset.csv``, annotations), one of :attr:`Layout.other_files`.
+Sibling folders whose names mean the same class or split (``Fractured`` and ``fractured``,
+``Non_fractured`` and ``non fractured``) are merged, and their entries carry a note saying so.
 
 Folder links are followed: each top-level folder of ``root`` is walked on its own, every folder
 in it is listed once (a link to a folder already listed, such as a loop, is one skipped entry), and
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fracturelib import config
 from fracturelib.config import normalise_class_name
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -242,6 +243,10 @@ def _place_fracatlas(rel: tuple[str, ...]):
                     "folder (Fractured, Non_fractured)")
 
 
+#: where each layout keeps its images (said in the row of an image found elsewhere)
+_IMAGE_FOLDERS = {"flat": "the top folder", "class-folders": "the class folders",
+                  "split-folders": "<split>/<class>/", "class-split": "<class>/<Train|Test>/",
+                  "fracatlas": "images/Fractured, images/Non_fractured"}
 _CLASS = "class folders {names} merged as one class '{key}'"
 _SPLIT = "split folders {names} merged as one split '{key}'"
 _IMAGES = "image folders {names} merged as one images folder"
@@ -326,6 +331,9 @@ def _account(root: Path, name: str, found: list[tuple[Path, str]]) -> Layout:
         if placed is None:
             if why:
                 entries.append(FileEntry(path, "", "", why))
+            elif path.suffix.lower() in config.IMAGE_SUFFIXES:     # an image is never only metadata
+                entries.append(FileEntry(path, "", "", f"left out by the {name} layout: outside its image folders "
+                                         f"({_IMAGE_FOLDERS[name]})"))
             else:
                 other.append(path)
             continue

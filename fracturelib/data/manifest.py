@@ -142,15 +142,27 @@ def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MI
     thumbs = {i: t for i, (t, _) in enumerate(results) if t is not None}
     if layout.name == "fracatlas":
         df = _add_fracatlas(df, layout.root)
+    problems = df.attrs.get("metadata_problems", [])
     df, pairs = duplicates.assign_groups(df, thumbs, min_correlation)
-    df.attrs.update(layout=layout.name, root=str(layout.root),
+    df.attrs.update(metadata_problems=problems, layout=layout.name, root=str(layout.root),
                     other_files=[p.relative_to(layout.root).as_posix() for p in layout.other_files],
                     near_pairs=len(pairs))
     return df
 
 
+def _extra(load, root: Path, empty, problems: list[str]):
+    """A FracAtlas metadata file's content, or ``empty`` with the reason in ``problems`` when it is damaged:
+    the images are still used by their folders' labels (the scan says what was not used)."""
+    try:
+        return load(root)
+    except fracatlas.FracAtlasFileError as e:
+        problems.append(str(e))
+        return empty
+
+
 def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
-    meta = fracatlas.load_metadata(root)
+    problems: list[str] = []
+    meta = _extra(fracatlas.load_metadata, root, None, problems)
     names = df["relpath"].map(fracatlas.file_name)
     if meta is not None:
         m = meta.reindex(names)
@@ -162,10 +174,11 @@ def _add_fracatlas(df: pd.DataFrame, root: Path) -> pd.DataFrame:
         for i in df.index[conflict]:
             msg = f"label conflict: folder says {df.at[i, 'label']}, dataset.csv says {csv_label[i]}"
             df.at[i, "note"] = "; ".join(x for x in (df.at[i, "note"], msg) if x)
-    split = fracatlas.load_author_split(root)
+    split = _extra(fracatlas.load_author_split, root, {}, problems)
     df["author_split"] = names.map(split).fillna("")
-    boxes = fracatlas.load_boxes(root)
+    boxes = _extra(fracatlas.load_boxes, root, {}, problems)
     df["n_boxes"] = [len(rec["boxes"]) for rec in fracatlas.records_for(df["relpath"], boxes)]
+    df.attrs["metadata_problems"] = problems
     return df
 
 

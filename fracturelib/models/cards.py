@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import platform
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,23 @@ def _number(v) -> bool:
         return False
 
 
+#: Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they make a
+#: class name print as another text ("Trojan Source").
+_BIDI = frozenset(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A))))
+#: The longest class name a card may give (it is printed in every answer).
+MAX_CLASS_NAME = 100
+#: The temperature a card may give: a calibration outside this range is a damaged card (and a
+#: temperature near 0 would overflow the scaled logits).
+TEMPERATURE_RANGE = (0.05, 20.0)
+
+
+def _class_name(v) -> bool:
+    """A printable class name: a non-empty string of at most MAX_CLASS_NAME characters without
+    control characters, surrogates, line or paragraph separators or bidi overrides."""
+    return (isinstance(v, str) and 0 < len(v) <= MAX_CLASS_NAME and v.strip() != ""
+            and not any(c in _BIDI or unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in v))
+
+
 def _file_name(v) -> bool:
     return (isinstance(v, str) and v not in ("", ".", "..") and not any(c in v for c in "/\\\0"))
 
@@ -79,8 +97,10 @@ def _file_name(v) -> bool:
 _CHECKS = {
     "card_version": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
     "task": (lambda v: isinstance(v, str), "a string (binary, fracture-type, localisation)"),
-    "classes": (lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(c, str) and c for c in v)
-                and len(set(v)) == len(v), "a non-empty list of distinct class names"),
+    "classes": (lambda v: isinstance(v, list) and len(v) > 0 and all(_class_name(c) for c in v)
+                and len(set(v)) == len(v),
+                f"a non-empty list of distinct printable class names (at most {MAX_CLASS_NAME} characters, "
+                "no control characters or bidi overrides)"),
     "image_size": (lambda v: _int(v) and v > 0, "a positive whole number of pixels"),
     "channels": (lambda v: _int(v) and v in (1, 3), "1 (grayscale) or 3 (RGB)"),
     "preprocessing": (lambda v: isinstance(v, str), "a string"),
@@ -88,7 +108,8 @@ _CHECKS = {
     "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "target_sensitivity": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "preferred": (lambda v: isinstance(v, bool), "true or false"),
-    "temperature": (lambda v: _number(v) and v > 0, "a positive number"),
+    "temperature": (lambda v: _number(v) and TEMPERATURE_RANGE[0] <= v <= TEMPERATURE_RANGE[1],
+                    f"a number in [{TEMPERATURE_RANGE[0]}, {TEMPERATURE_RANGE[1]:g}]"),
     "tta_flip": (lambda v: isinstance(v, bool), "true or false"),
     "model_name": (lambda v: isinstance(v, str), "a string"),
     "backbone": (lambda v: isinstance(v, str), "a backbone name"),
@@ -346,10 +367,13 @@ def read_card(path: str | Path) -> ModelCard:
                              "loaded with their card (save them with fracturelib.models.cards.save_model)")
     try:
         d = json.loads(cp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (ValueError, RecursionError) as e:      # JSON, encoding, an integer of > 4300 digits, nesting
+        why = (str(e).splitlines() or [type(e).__name__])[0].split("; ")[0][:120]
         raise ModelCardError(f"{cp}: not a valid model card (invalid JSON: {why}); re-save the model "
                              "with fracturelib.models.cards.save_model") from None
+    except OSError as e:                           # a folder, unreadable
+        raise ModelCardError(f"{cp}: cannot read the model card ({e.strerror or type(e).__name__}); "
+                             "re-save the model with fracturelib.models.cards.save_model") from None
     card = ModelCard.from_dict(d, source=cp)
     missing = [k for k in SAVED if getattr(card, k) is None]
     if missing:

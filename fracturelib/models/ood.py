@@ -10,6 +10,7 @@ The detector is independent of the classifier, so it serves the CNN and the tran
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,11 @@ class Detector:
         """The detector saved as ``path`` (.npz) with its .json; DetectorError, one line naming the
         file, when either is missing, damaged or inconsistent.
 
+        The .json must give a registered ``backbone``, an ``image_size`` in [MIN_SIZE, MAX_SIZE], a
+        finite ``threshold`` > 0 and a ``quantile`` in (0, 1); the arrays' shapes and dtypes are read
+        from the .npy headers inside the archive before any array is loaded (mean (d,), precision
+        (d, d), floating point, d <= MAX_DIM), so a small file cannot make loading allocate gigabytes.
+
         Args:
             path: the .npz archive written by :meth:`save` (its .json beside it).
 
@@ -123,31 +129,119 @@ class Detector:
         """
         import zipfile
         path = Path(path)
-        fix = "re-fit it with notebook 02 (or delete it to predict without the radiograph check)"
         meta_path = path.with_suffix(".json")
         try:
             meta = json.loads(meta_path.read_text())
-            threshold, quantile = float(meta["threshold"]), float(meta["quantile"])
-            n_train, size = int(meta["n_train"]), int(meta.get("image_size", SIZE))
-            backbone = str(meta.get("backbone", BACKBONE))
         except FileNotFoundError:
-            raise DetectorError(f"{path}: radiograph (OOD) detector without its {meta_path.name}; {fix}") from None
-        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
-            raise DetectorError(f"{meta_path}: not a valid radiograph (OOD) detector description; {fix}") from None
+            raise DetectorError(f"{path}: radiograph (OOD) detector without its {meta_path.name}; {FIX}") from None
+        except (OSError, ValueError, RecursionError):      # invalid JSON, encoding, a > 4300-digit integer
+            raise DetectorError(f"{meta_path}: not a valid radiograph (OOD) detector description; {FIX}") from None
+        threshold, quantile, n_train, size, backbone = _settings(meta, meta_path)
+        shapes = _array_headers(path)
         try:
             with np.load(path, allow_pickle=False) as z:
                 mean, precision = np.asarray(z["mean"], np.float64), np.asarray(z["precision"], np.float64)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             raise DetectorError(f"{path}: not a radiograph (OOD) detector archive (truncated or damaged); "
-                                f"{fix}") from None
-        d = mean.shape[0] if mean.ndim == 1 else -1
-        if d < 1 or precision.shape != (d, d) or not (np.isfinite(mean).all() and np.isfinite(precision).all()):
+                                f"{FIX}") from None
+        if ((mean.shape, precision.shape) != (shapes["mean"], shapes["precision"])
+                or not (np.isfinite(mean).all() and np.isfinite(precision).all())):
             raise DetectorError(f"{path}: radiograph (OOD) detector arrays are inconsistent (mean {mean.shape}, "
-                                f"precision {precision.shape}); {fix}")
-        if not (np.isfinite(threshold) and threshold >= 0 and size > 0):
-            raise DetectorError(f"{meta_path}: radiograph (OOD) detector threshold {threshold} or image size "
-                                f"{size} is invalid; {fix}")
+                                f"precision {precision.shape}, or not finite); {FIX}")
         return cls(mean, precision, threshold, quantile, n_train, size, backbone)
+
+    @property
+    def dim(self) -> int:
+        """The feature width d the detector was fitted on (the feature model's output width)."""
+        return int(self.mean.shape[-1])
+
+
+FIX = "re-fit it with notebook 02 (or delete it to predict without the radiograph check)"
+#: The input sides a detector's feature model may have (pixels).
+MIN_SIZE, MAX_SIZE = 32, 1024
+#: The widest feature vector a detector may hold (precision d x d float64: 128 MiB at 4096).
+MAX_DIM = 4096
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:                  # an int beyond any float
+        return False
+
+
+def _settings(meta, meta_path: Path) -> tuple[float, float, int, int, str]:
+    """(threshold, quantile, n_train, image_size, backbone) of a detector's .json, checked;
+    DetectorError naming ``meta_path`` and the first value that is wrong."""
+    from fracturelib.models import backbones
+    from fracturelib.models.cards import _shown
+    if not isinstance(meta, dict):
+        raise DetectorError(f"{meta_path}: not a valid radiograph (OOD) detector description (not a JSON "
+                            f"object); {FIX}")
+    meta = {"image_size": SIZE, "backbone": BACKBONE, **meta}
+    checks = (
+        ("threshold", lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+        ("quantile", lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+        ("n_train", lambda v: _is_int(v) and v >= 1, "a whole number >= 1"),
+        ("image_size", lambda v: _is_int(v) and MIN_SIZE <= v <= MAX_SIZE,
+         f"a whole number of pixels in [{MIN_SIZE}, {MAX_SIZE}]"),
+        ("backbone", lambda v: isinstance(v, str) and v in backbones.REGISTRY,
+         f"one of {', '.join(sorted(backbones.REGISTRY))}"))
+    for key, ok, want in checks:
+        if key not in meta:
+            raise DetectorError(f"{meta_path}: not a valid radiograph (OOD) detector description (no "
+                                f"{key!r}); {FIX}")
+        if not ok(meta[key]):
+            raise DetectorError(f"{meta_path}: not a valid radiograph (OOD) detector description ({key} is "
+                                f"{_shown(meta[key], 40)}, but must be {want}); {FIX}")
+    return (float(meta["threshold"]), float(meta["quantile"]), meta["n_train"], meta["image_size"],
+            meta["backbone"])
+
+
+def _array_headers(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shapes of ``mean`` and ``precision`` in the .npz ``path``, read from their .npy headers
+    without loading them; DetectorError unless mean is (d,) and precision (d, d) of a floating-point
+    dtype with 1 <= d <= MAX_DIM."""
+    import zipfile
+
+    from numpy.lib import format as npy
+    damaged = f"{path}: not a radiograph (OOD) detector archive (truncated or damaged); {FIX}"
+    shapes, dtypes = {}, {}
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+            for key in ("mean", "precision"):
+                if f"{key}.npy" not in names:
+                    raise DetectorError(f"{path}: radiograph (OOD) detector archive has no {key!r} array; {FIX}")
+                with z.open(f"{key}.npy") as f:
+                    version = npy.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = npy.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unsupported .npy version {version}")
+                shapes[key], dtypes[key] = tuple(shape), dtype
+    except DetectorError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, RuntimeError, SyntaxError, TypeError):
+        raise DetectorError(damaged) from None
+    mean, precision = shapes["mean"], shapes["precision"]
+    d = mean[0] if len(mean) == 1 else -1
+    if not (1 <= d <= MAX_DIM and precision == (d, d)):
+        raise DetectorError(f"{path}: radiograph (OOD) detector arrays are inconsistent (mean {mean}, precision "
+                            f"{precision}; they must be (d,) and (d, d) with d <= {MAX_DIM}); {FIX}")
+    bad = [k for k, t in dtypes.items() if t.kind != "f" or t.itemsize > 8]
+    if bad:
+        raise DetectorError(f"{path}: radiograph (OOD) detector arrays are inconsistent ({bad[0]} is of dtype "
+                            f"{dtypes[bad[0]]}, not floating point); {FIX}")
+    return shapes
 
 
 def is_blank(images: np.ndarray, min_std: float = 2.0) -> np.ndarray:

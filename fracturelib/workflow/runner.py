@@ -12,12 +12,17 @@ from __future__ import annotations
 import html
 import json
 import os
+import secrets
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fracturelib import config
-from fracturelib.files import OutputError, atomic_write, ensure_dir, refuse_overwriting_inputs
+from fracturelib.files import OutputError, atomic_write, ensure_dir, output_error, refuse_overwriting_inputs
 from fracturelib.progress import QUIET_ENV
 from fracturelib.workflow import run_cache
 from fracturelib.workflow.profiles import (
@@ -109,11 +114,60 @@ def _restore_stderr(saved: int) -> None:
     os.close(saved)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during a run: handled like Ctrl-C (the interrupted notebook is a row), exit 143."""
+
+    exit_code = 143
+    MESSAGE = "terminated (SIGTERM)"
+
+    def __str__(self) -> str:
+        return self.MESSAGE
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main
+    thread, so that ``kill``/``timeout`` take the Ctrl-C path: the interrupted notebook becomes a
+    row, temporary files are removed. Off the main thread (a Dask worker) nothing changes.
+
+    Yields:
+        None; the previous handler is restored on exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _temp_output(out_dir: Path, name: str, suffix: str) -> Path:
+    """A fresh, empty file ``.<name>.<random>.tmp<suffix>`` in ``out_dir``, created with O_EXCL (never an
+    existing file or link) and the usual permissions (it becomes the output)."""
+    for _ in range(100):
+        path = out_dir / f".{name}.{secrets.token_hex(4)}.tmp{suffix}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{out_dir}: cannot make a temporary file")
+
+
 def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     """Execute one notebook with papermill and export its reports; a failure is a result, not an error.
 
     The kernel's stderr goes to ``<name>.log`` and progress bars are off, so that reports stay clean;
-    a notebook that fails or is interrupted still gets its (partial) HTML.
+    a notebook that fails or is interrupted still gets its (partial) HTML. The executed notebook and
+    the log are written to temporary files in ``out_dir`` and renamed to ``<name>.ipynb`` and
+    ``<name>.log`` only when the run finishes (ok or failed): an interrupted run (Ctrl-C, SIGTERM)
+    leaves neither, and keeps those of an earlier run.
 
     Args:
         run: the run.
@@ -139,33 +193,50 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
     quiet_before = os.environ.get(QUIET_ENV)
     os.environ[QUIET_ENV] = "1"              # no progress bars in reports and logs
     log = out_dir / f"{run.name}.log"
-    saved_fd = _redirect_stderr(log)   # the kernel's own stderr (TF/absl start-up lines) -> log
+    temps = []
     try:
-        pm.execute_notebook(str(nb_in), str(nb_out), parameters=params, kernel_name="python3",
-                            cwd=str(config.NOTEBOOKS_DIR), log_output=False, progress_bar=False,
-                            report_mode=False)
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user (Ctrl-C)"
-    except Exception as e:  # noqa: BLE001 - papermill raises several kinds; all mean "failed"
-        status = "failed"
-        error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
-    finally:
-        _restore_stderr(saved_fd)
-        if env_before is not None:
-            os.environ[PROFILE_ENV] = env_before
-        if quiet_before is None:
-            os.environ.pop(QUIET_ENV, None)
-    seconds = time.perf_counter() - t0
-    try:
-        if nb_out.exists():
-            _to_html(nb_out, html_out)
-        else:
-            atomic_write(html_out, f"<h1>{html.escape(run.name)}: {status} before running</h1><pre>"
-                                   f"{html.escape(error)}</pre>")
-    except OutputError as e:      # no half report: the row says why (and the index write may tell)
-        if status == "ok":
+        temps.append(nb_tmp := _temp_output(out_dir, run.name, ".ipynb"))
+        temps.append(log_tmp := _temp_output(out_dir, run.name, ".log"))
+        saved_fd = _redirect_stderr(log_tmp)   # the kernel's own stderr (TF/absl start-up lines) -> log
+        try:
+            pm.execute_notebook(str(nb_in), str(nb_tmp), parameters=params, kernel_name="python3",
+                                cwd=str(config.NOTEBOOKS_DIR), log_output=False, progress_bar=False,
+                                report_mode=False)
+        except KeyboardInterrupt as e:
+            status = "interrupted"
+            error = str(e) if isinstance(e, Terminated) else "interrupted by the user (Ctrl-C)"
+        except Exception as e:  # noqa: BLE001 - papermill raises several kinds; all mean "failed"
             status = "failed"
-        error = (error + "; " if error else "") + str(e)
+            error = f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}"[:300]
+        finally:
+            _restore_stderr(saved_fd)
+            if env_before is not None:
+                os.environ[PROFILE_ENV] = env_before
+            if quiet_before is None:
+                os.environ.pop(QUIET_ENV, None)
+        seconds = time.perf_counter() - t0
+        executed = nb_tmp.stat().st_size > 0       # papermill wrote it (else it failed before)
+        if status != "interrupted":                # finished: the notebook and its log take their names
+            os.replace(log_tmp, log)
+            if executed:
+                os.replace(nb_tmp, nb_out)
+                nb_tmp = nb_out
+        try:
+            if executed:
+                _to_html(nb_tmp, html_out)
+            else:
+                atomic_write(html_out, f"<h1>{html.escape(run.name)}: {status} before running</h1><pre>"
+                                       f"{html.escape(error)}</pre>")
+        except OutputError as e:      # no half report: the row says why (and the index write may tell)
+            if status == "ok":
+                status = "failed"
+            error = (error + "; " if error else "") + str(e)
+    except OSError as e:              # the temporary files could not be made or renamed
+        seconds = time.perf_counter() - t0
+        status, error = "failed", f"{run.name}: {output_error(out_dir, e)}"
+    finally:
+        for t in temps:
+            t.unlink(missing_ok=True)
     figures = {}
     fj = artifacts / "figures.json"
     if fj.exists():
@@ -174,27 +245,36 @@ def run_one(run: Run, out_dir: Path, extra: dict | None = None) -> Result:
 
 
 def select(profile: str, only: list[str] | None = None) -> list[Run]:
-    """The profile's runs whose name or notebook starts with one of ``only`` (all when empty);
-    refuses a selection that matches nothing, before anything is written.
+    """The profile's runs whose name or notebook starts with one of ``only`` (all when None);
+    refuses, before anything is written, an empty selection or a prefix that matches no run.
 
     Args:
         profile: the profile name or YAML path (see :func:`load_profile`).
-        only: name or notebook prefixes (``--only``); None or empty selects every run.
+        only: name or notebook prefixes (``--only``); None selects every run.
 
     Returns:
         The selected runs in profile order.
 
     Raises:
-        ProfileError: the profile is invalid, or ``only`` matches no run.
+        ProfileError: the profile is invalid, ``only`` is empty or holds an empty prefix, or a
+            prefix matches no run (the message lists the profile's runs).
     """
     runs = load_profile(profile)
-    if not only:
+    if only is None:
         return runs
-    chosen = [r for r in runs if any(r.name.startswith(o) or r.notebook.startswith(o) for o in only)]
-    if not chosen:
-        raise ProfileError(f"--only {','.join(only)}: no notebook of profile {profile!r} matches; "
-                           f"it has: {', '.join(r.name for r in runs)}")
-    return chosen
+    names = ", ".join(r.name for r in runs)
+    prefixes = [o.strip() for o in only]
+    if not prefixes or not all(prefixes):
+        raise ProfileError(f"--only {','.join(only)!r}: an empty notebook prefix; give prefixes such as "
+                           f"--only 01,02 (profile {profile!r} has: {names}), or leave --only out to run all")
+
+    def matches(r: Run, o: str) -> bool:
+        return r.name.startswith(o) or r.notebook.startswith(o)
+    unmatched = [o for o in prefixes if not any(matches(r, o) for r in runs)]
+    if unmatched:
+        raise ProfileError(f"--only {','.join(prefixes)}: no notebook of profile {profile!r} matches "
+                           f"{', '.join(unmatched)}; it has: {names}")
+    return [r for r in runs if any(matches(r, o) for o in prefixes)]
 
 
 def prepare_output(out_dir: str | Path) -> Path:
@@ -286,7 +366,8 @@ def run_runs(runs: list[Run], out_dir: str | Path, label: str, extra: dict | Non
         ProfileError: a parameter in ``extra`` no run takes, or a value it cannot.
         OutputError: an output would overwrite a notebook, or the index cannot be written.
         NotADirectoryError, PermissionError: ``out_dir`` is a file or cannot be written to.
-        KeyboardInterrupt: a notebook was interrupted (after the index was written).
+        KeyboardInterrupt: a notebook was interrupted (after the index was written); by SIGTERM
+            (see :func:`sigterm_as_interrupt`): :class:`Terminated`.
     """
     echo = echo or (lambda *a, **k: print(*a, **k))
     extra = extra or {}
@@ -315,7 +396,7 @@ def run_runs(runs: list[Run], out_dir: str | Path, label: str, extra: dict | Non
         results.append(r)
         write_index(results, out, label)
         if r.status == "interrupted":
-            raise KeyboardInterrupt
+            raise Terminated if r.error == Terminated.MESSAGE else KeyboardInterrupt
     idx = write_index(results, out, label)
     echo(f"index: {idx}")
     return results

@@ -23,6 +23,51 @@ from fracturelib.workflow.sweep_report import write_sweep_index
 CONNECT_TIMEOUT = 30
 #: The most combinations one sweep may have.
 MAX_COMBINATIONS = 1000
+#: The most local worker processes one sweep may start (``--workers``).
+MAX_WORKERS = 256
+
+
+def check_workers(workers) -> int:
+    """Refuse a ``--workers`` that is not a whole number from 1 to :data:`MAX_WORKERS`.
+
+    Args:
+        workers: the number of local processes asked for.
+
+    Returns:
+        ``workers``.
+
+    Raises:
+        ProfileError: one line naming the allowed range.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise ProfileError(f"--workers {workers}: must be 1 or more and at most {MAX_WORKERS}")
+    return workers
+
+
+def check_sweep(runs: list[Run], specs: list[str], extra: dict | None = None, workers: int = 1) -> list[dict]:
+    """Every check of a sweep that needs no folder: ``workers``, the ``--grid`` values, each
+    combination's parameters, distinct combination folders.
+
+    Args:
+        runs: the runs of the profile.
+        specs: the ``--grid`` values.
+        extra: parameter overrides common to every combination.
+        workers: the number of local processes.
+
+    Returns:
+        The combinations (see :func:`grid`).
+
+    Raises:
+        ProfileError: any of them is invalid (one line).
+    """
+    check_workers(workers)
+    combos = grid(specs)
+    for c in combos:
+        check_overrides(runs, {**(extra or {}), **c})
+    names = [folder_name(c) for c in combos]
+    if len(set(names)) != len(names):
+        raise ProfileError("--grid: two combinations would share a folder; give distinct values")
+    return combos
 
 
 def grid(specs: list[str]) -> list[dict]:
@@ -185,20 +230,14 @@ def run_sweep(runs: list[Run], out_dir: str | Path, specs: list[str], extra: dic
         The path of the sweep's ``index.html`` and the rows; a crashed combination is a failed row.
 
     Raises:
-        ProfileError: ``workers`` is not a positive int, a spec or override is invalid, or two
-            combinations would share a folder.
+        ProfileError: ``workers`` is not an int from 1 to ``MAX_WORKERS``, a spec or override is
+            invalid, or two combinations would share a folder (all before any folder is made), or
+            the scheduler cannot be reached.
     """
-    if not isinstance(workers, int) or workers < 1:
-        raise ProfileError(f"--workers {workers}: must be 1 or more")
-    combos = grid(specs)
-    for c in combos:
-        check_overrides(runs, {**(extra or {}), **c})
-    names = [folder_name(c) for c in combos]
-    if len(set(names)) != len(names):
-        raise ProfileError("--grid: two combinations would share a folder; give distinct values")
+    combos = check_sweep(runs, specs, extra, workers)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     with executor(workers, scheduler) as ex:
+        out.mkdir(parents=True, exist_ok=True)          # once the executor exists: no empty folder
         futures = [ex.submit(job, runs, str(out / folder_name(c)), {**(extra or {}), **c}, label)
                    for c in combos]
         rows = []

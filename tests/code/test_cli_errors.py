@@ -155,3 +155,61 @@ def test_run_name_that_would_leave_out_is_refused(tmp_path, capsys):
     p.write_text(yaml.safe_dump({"runs": [{"name": "../../x", "notebook": good}]}))
     assert main(["run", "--profile", str(p), "--out", str(tmp_path / "r")]) == 2
     assert "run name '../../x'" in _err(capsys) and not (tmp_path / "r").exists()
+
+
+# --- argparse mistakes, --only, SIGTERM (issue: one error line for every user mistake) ---
+
+@pytest.mark.parametrize("argv,cmd,why", [
+    (["predict", "x", "--cam", "GRADCAM"], "predict", "argument --cam: invalid choice: 'GRADCAM'"),
+    (["scan"], "scan", "the following arguments are required: path"),
+    (["scan", "x", "--bogus"], "scan", "unrecognized arguments: --bogus"),
+    (["run", "--workers", "two"], "run", "argument --workers: invalid int value"),
+    (["bogus"], "", "invalid choice: 'bogus'"),
+    (["--bogus"], "", "required: command")])
+def test_argument_mistakes_are_one_line(capsys, argv, cmd, why):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    line = _err(capsys)
+    assert why in line and line.endswith(f"(see {' '.join(['fracturelib', cmd]).strip()} --help)")
+
+
+def test_help_still_prints_the_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--help"])
+    assert e.value.code == 0 and "--only" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("only,why", [("", "empty notebook prefix"), (",", "empty notebook prefix"),
+                                      ("01,../x", "matches ../x"), ("01_good,99", "matches 99")])
+def test_only_empty_or_unmatched_is_refused_before_running(tmp_path, capsys, profile, only, why):
+    out = tmp_path / "r"
+    assert main(["run", "--profile", profile, "--only", only, "--out", str(out)]) == 2
+    line = _err(capsys)
+    assert why in line and "01_good" in line and not out.exists()
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, capsys):
+    good = _notebook(tmp_path / "good.ipynb", "print(1)")
+    stop = _notebook(tmp_path / "stop.ipynb", "import os, signal, time\n"
+                     "os.kill(os.getppid(), signal.SIGTERM)\ntime.sleep(30)")
+    p = tmp_path / "p.yaml"
+    p.write_text(yaml.safe_dump({"runs": [{"name": "01_good", "notebook": good},
+                                          {"name": "02_stop", "notebook": stop}]}))
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "02_stop.ipynb").write_text("an earlier run")
+    got = []
+    old = signal.signal(signal.SIGTERM, lambda *a: got.append(a))   # a safety net: never kill pytest
+    try:
+        assert main(["run", "--profile", str(p), "--out", str(out)]) == 143
+        assert signal.getsignal(signal.SIGTERM) == old or got == []
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert got == []                                       # the run's own handler took it
+    assert (out / "02_stop.ipynb").read_text() == "an earlier run"   # never a half-executed notebook
+    assert not (out / "02_stop.log").exists() and not list(out.glob(".*.tmp.*"))
+    assert (out / "01_good.ipynb").exists() and (out / "01_good.log").exists()
+    index = (out / "index.html").read_text()
+    assert index.count("<td>ok</td>") == 1 and index.count("<td>interrupted</td>") == 1
+    assert "error: terminated (SIGTERM)" in capsys.readouterr().err

@@ -484,3 +484,43 @@ def test_property_random_archives_unpack_fully_or_fail_in_one_line(monkeypatch, 
         assert sorted(p.name for p in dest.iterdir()) == ["FracAtlas", "FracAtlas.zip"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+# --- links left in --dest are never written through (issue: fetch's own working files) ---
+
+def test_working_copy_link_is_replaced_never_written_through(tmp_path, capsys):
+    victim = tmp_path / "notes.txt"
+    victim.write_text("the user's own notes")
+    zipped = _local(tmp_path, _archive())
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "FracAtlas.zip").symlink_to(victim)
+    assert main(["fetch", "fracatlas", "--dest", str(dest), "--archive", str(zipped),
+                 "--expected-images", "7", "--quiet"]) == 0
+    assert victim.read_text() == "the user's own notes"
+    assert not (dest / "FracAtlas.zip").is_symlink() and zipfile.is_zipfile(dest / "FracAtlas.zip")
+    assert "removed the link" in capsys.readouterr().err
+
+
+def test_unpacked_folder_link_is_replaced_not_emptied(tmp_path):
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "keep.txt").write_text("keep")
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "FracAtlas").symlink_to(theirs, target_is_directory=True)
+    root = fetch_fracatlas(dest, archive=_local(tmp_path, _archive()), expected_images=7, progress=False)
+    assert (theirs / "keep.txt").read_text() == "keep" and not root.is_symlink()
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_part_file_link_is_never_appended_to(tmp_path, resume):
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes(b"precious" if resume else b"")
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "FracAtlas.zip.part").symlink_to(victim)
+    with Server(_archive()) as s:
+        root = _fetch(dest, s.url)
+    assert victim.read_bytes() == (b"precious" if resume else b"")
+    assert (root / "images").is_dir() and not (dest / "FracAtlas.zip.part").exists()

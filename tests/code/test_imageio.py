@@ -175,3 +175,26 @@ def test_extreme_aspect_ratio_is_skipped_with_the_reason(tmp_path):
         read_image(p)
     Image.new("L", (40, 800), 100).save(tmp_path / "ok.png")       # exactly 20:1 is usable
     assert check_image(tmp_path / "ok.png").ok
+
+
+def test_a_jpeg_cut_before_its_image_data_is_truncated_whatever_pillow_opens(bad_corpus, monkeypatch):
+    """Pillow 12 refuses a header-only JPEG, Pillow 13 opens its header: the reason must not depend on it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from fracturelib.data import imageio
+    assert imageio.check_image(bad_corpus / "header_only.jpg").reason.startswith("truncated JPEG, not decodable")
+
+    def refuse(*a, **k):
+        raise UnidentifiedImageError("cannot identify image file")
+    monkeypatch.setattr(Image, "open", refuse)
+    assert imageio.check_image(bad_corpus / "header_only.jpg").reason.startswith("truncated JPEG, not decodable")
+    assert imageio.check_image(bad_corpus / "text.jpg").reason.startswith("not an image")
+
+
+def test_a_pipe_or_a_device_is_not_a_regular_file_and_is_never_opened(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "fifo.jpg")                        # opening it for reading would block forever
+    for p in (tmp_path / "fifo.jpg", "/dev/zero", tmp_path):
+        assert check_image(p).reason.startswith("not a regular file"), p
+    with pytest.raises(ImageError, match="not a regular file"):
+        read_image(tmp_path / "fifo.jpg")

@@ -142,3 +142,18 @@ def test_files_the_layout_leaves_out_say_which_rule(tmp_path):
     assert skips["images/Other/img0002.jpg"].startswith("left out by the fracatlas layout: images/Other")
     assert skips["images/img0003.jpg"].startswith("left out by the fracatlas layout: a file directly")
     assert [p.name for p in lay.other_files] == ["a.txt"] and len(lay.entries) == 4
+
+
+def test_images_outside_the_image_folders_are_rows_and_metadata_stays_metadata(tmp_path):
+    """An image is never only 'metadata': one outside a layout's image folders is a row naming the rule."""
+    from fracturelib.data import build_manifest
+    root = tmp_path / "fa"
+    write_tree(root, {"images/Fractured": 2, "images/Non_fractured": 2, "extra": 1, "Annotations": 1})
+    (root / "stray.JPG").write_bytes((root / "extra").glob("*.jpg").__next__().read_bytes())
+    (root / "dataset.csv").write_text("image_id,fractured\n")
+    (root / "README.txt").write_text("x")
+    df = build_manifest(root, progress=False)
+    left = df[df["reason"].str.startswith("left out by the fracatlas layout: outside its image folders")]
+    assert sorted(left["relpath"]) == sorted(["Annotations/img0005.jpg", "extra/img0004.jpg", "stray.JPG"])
+    assert sorted(df.attrs["other_files"]) == ["README.txt", "dataset.csv"]
+    assert (df["status"] == "ok").sum() == 4

@@ -21,6 +21,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fracturelib import config
 from fracturelib.data.layout import SPLIT_ALIASES
 from fracturelib.data.manifest import build_manifest, write_manifest
 from fracturelib.data.schema import COLUMNS
@@ -196,8 +197,9 @@ def test_every_entry_is_a_row_or_a_metadata_file(spec, rnd):
         assert len(df) + len(other) == independent_count(root)
         assert len(set(df["relpath"]) | set(other)) == len(df) + len(other)     # nothing twice
         assert ((df["status"] == "ok") | (df["reason"].str.len() > 0)).all()
-        for rel in other:      # metadata: visible regular files outside the image folders
+        for rel in other:      # metadata: visible regular files outside the image folders, never an image
             assert os.path.isfile(root / rel) and not any(p.startswith(".") for p in rel.split("/"))
+            assert Path(rel).suffix.lower() not in config.IMAGE_SUFFIXES
         if spec[0] == "fracatlas":   # metadata beside images/, never in it
             assert "Annotations/a.txt" in other
             assert not [r for r in other if r.split("/")[0].strip().lower() == "images"]

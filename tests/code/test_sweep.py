@@ -121,3 +121,26 @@ def test_sweep_folders_never_collide_or_escape(tmp_path, capsys):
     assert main(["run", "--profile", "ci", "--only", "02", "--out", str(tmp_path), "--grid",
                  "seed=1,2", "--workers", "0"]) == 2
     assert "--workers 0: must be 1 or more" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("workers", ["99999999999999999999", "257", "-3"])
+def test_workers_out_of_range_is_one_line_before_any_folder(tmp_path, capsys, workers):
+    out = tmp_path / "r"
+    assert main(["run", "--profile", "ci", "--only", "02", "--out", str(out), "--grid", "seed=1,2",
+                 "--workers", workers]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --workers {workers}: must be 1 or more and at most 256")
+    assert err.count("\n") == 1 and "Traceback" not in err and not out.exists()
+
+
+def test_bad_grid_values_are_refused_before_any_folder(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", "--profile", "ci", "--only", "02", "--out", str(out), "--grid", "seed=-1,2"]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not out.exists()
+
+
+def test_run_sweep_checks_workers_itself(tmp_path):
+    from fracturelib.workflow.sweep import run_sweep
+    with pytest.raises(ProfileError, match="at most 256"):
+        run_sweep([], tmp_path / "s", ["seed=1"], workers=10**20)
+    assert not (tmp_path / "s").exists()

@@ -8,6 +8,7 @@ import types
 import numpy as np
 import pytest
 
+from fracturelib.files import sha256_file
 from fracturelib.models import torch_legacy as tl
 
 
@@ -74,7 +75,7 @@ def test_round_trip_with_offsets_and_strides(tmp_path, fake):
                  {"conv.weight": ("0", 0, (2, 3, 4), (12, 4, 1)),
                   "t": ("0", 2, (3, 2), (1, 3)),                 # a transposed view at an offset
                   "bn.num_batches_tracked": ("1", 0, (), ())})
-    sd = tl.load_state_dict(tmp_path / "w.pth", tl.sha256(tmp_path / "w.pth"))
+    sd = tl.load_state_dict(tmp_path / "w.pth", sha256_file(tmp_path / "w.pth"))
     assert list(sd) == ["conv.weight", "t", "bn.num_batches_tracked"]
     np.testing.assert_array_equal(sd["conv.weight"], data.reshape(2, 3, 4))
     np.testing.assert_array_equal(sd["t"], np.lib.stride_tricks.as_strided(data[2:], (3, 2), (4, 12)))

@@ -310,3 +310,57 @@ def test_profiles_and_notebook_defaults_use_the_model_file_names_of_config():
     for nb in sorted(config.NOTEBOOKS_DIR.glob("0*.ipynb")):
         names |= set(re.findall(r"models/(\w+\.(?:keras|npz))", nb.read_text()))
     assert names and names <= set(config.MODEL_FILES), names - set(config.MODEL_FILES)
+
+
+# --- damaged cards are one-line ModelCardErrors at their root (huge integers, temperature, class names) ---
+
+def test_a_card_with_a_huge_integer_is_a_one_line_card_error(saved, tmp_path):
+    """Python refuses to convert an integer of more than 4300 digits (ValueError, not JSONDecodeError)."""
+    path = _copy(saved, tmp_path)
+    card = cards.card_path(path)
+    card.write_text(card.read_text().replace('"image_size": 32', '"image_size": 1' + "0" * 5000))
+    with pytest.raises(cards.ModelCardError) as e:
+        cards.read_card(path)
+    msg = str(e.value)
+    assert msg.startswith(str(card)) and "not a valid model card" in msg and "\n" not in msg and len(msg) < 400
+
+
+def test_a_card_that_is_a_folder_is_a_card_error(saved, tmp_path):
+    path = _copy(saved, tmp_path)
+    cards.card_path(path).unlink()
+    cards.card_path(path).mkdir()
+    with pytest.raises(cards.ModelCardError, match="cannot read the model card"):
+        cards.read_card(path)
+
+
+@pytest.mark.parametrize("t", [1e-308, 0.049, 20.5, 1e300, float("inf")])
+def test_a_temperature_outside_its_range_is_refused(saved, tmp_path, t):
+    path = _copy(saved, tmp_path, lambda c: {**c, "temperature": t})
+    with pytest.raises(cards.ModelCardError, match=r"temperature is .*, but must be a number in \[0.05, 20\]"):
+        cards.read_card(path)
+
+
+@pytest.mark.parametrize("t", list(cards.TEMPERATURE_RANGE))
+def test_the_temperature_range_cannot_overflow_the_scaled_probabilities(t):
+    from fracturelib.metrics.calibration import apply_temperature
+    assert cards.ModelCard.from_dict({**_card(), "temperature": t}).temperature == t
+    with np.errstate(all="raise"):                 # overflow would raise FloatingPointError
+        binary = apply_temperature(np.array([0.0, 1e-30, 0.5, 1 - 1e-16, 1.0]), t)
+        multi = apply_temperature(np.array([[1.0, 0.0, 0.0], [1e-30, 0.5, 0.5]]), t)
+    assert np.isfinite(binary).all() and np.isfinite(multi).all()
+    np.testing.assert_allclose(multi.sum(axis=1), 1)
+
+
+@pytest.mark.parametrize("name", ["frac\u202etured", "a\u2066b", "bell\x07", "two\nlines", "nul\x00",
+                                  "x" * 101, "   ", "sep\u2028arator", "\ud800"])
+def test_class_names_must_be_printable(saved, tmp_path, name):
+    path = _copy(saved, tmp_path, lambda c: {**c, "classes": ["not fractured", name]})
+    with pytest.raises(cards.ModelCardError) as e:
+        cards.read_card(path)
+    msg = str(e.value)
+    assert "printable class names" in msg and "\n" not in msg and msg.isprintable()
+
+
+def test_printable_unicode_class_names_are_kept():
+    names = ["Fraktur (Ellenbogen)", "fractura de cúbito", "x" * 100]
+    assert cards.ModelCard.from_dict({**_card(), "classes": names}).classes == names

@@ -376,3 +376,130 @@ def test_the_card_s_temperature_scales_the_reported_probabilities_not_the_decisi
               for r in (a, b))
     assert abs(pb - 0.5) <= abs(pa - 0.5) + 1e-9                 # T > 1 softens towards 0.5
     assert (pa >= a["threshold"]) == (pb >= b["threshold"])      # the same side of its own threshold
+
+
+# --- damaged detectors and cards are refused at load, one line, before any large allocation ---
+
+def _npz_with_headers(path, arrays):
+    """An .npz whose members are .npy headers declaring ``arrays`` (name -> (shape, dtype, data bytes))."""
+    import io
+    import zipfile
+
+    import numpy as np
+    with zipfile.ZipFile(path, "w") as z:
+        for name, (shape, dtype, data) in arrays.items():
+            f = io.BytesIO()
+            np.lib.format.write_array_header_1_0(f, {"descr": np.dtype(dtype).str, "fortran_order": False,
+                                                      "shape": shape})
+            z.writestr(f"{name}.npy", f.getvalue() + data)
+    return path
+
+
+def _detector_files(folder, meta=None, mean=4):
+    import numpy as np
+    folder.mkdir(exist_ok=True)
+    np.savez(folder / "ood.npz", mean=np.zeros(mean), precision=np.eye(mean))
+    (folder / "ood.json").write_text(json.dumps({"threshold": 1.0, "quantile": 0.99, "n_train": 10,
+                                                 "image_size": 32, **(meta or {})}))
+    return folder / "ood.npz"
+
+
+@pytest.mark.parametrize("arrays,why", [
+    ({"mean": ((12000,), "<f8", bytes(96000)), "precision": ((12000, 12000), "<f8", bytes(1_000_000))},
+     "d <= 4096"),
+    ({"mean": ((4,), "<f8", bytes(32)), "precision": ((4, 3), "<f8", bytes(96))}, "must be (d,) and (d, d)"),
+    ({"mean": ((2, 2), "<f8", bytes(32)), "precision": ((4, 4), "<f8", bytes(128))}, "must be (d,) and (d, d)"),
+    ({"mean": ((0,), "<f8", b""), "precision": ((0, 0), "<f8", b"")}, "must be (d,) and (d, d)"),
+    ({"mean": ((4,), "<i8", bytes(32)), "precision": ((4, 4), "<f8", bytes(128))}, "not floating point"),
+    ({"mean": ((4,), "<c16", bytes(64)), "precision": ((4, 4), "<f8", bytes(128))}, "not floating point"),
+    ({"mean": ((4,), "<f8", bytes(32))}, "has no 'precision' array")])
+def test_a_detector_s_array_headers_are_checked_before_loading(tmp_path, monkeypatch, arrays, why):
+    """A 1.1 MB archive declaring a 12000 x 12000 precision must not be loaded (1.15 GB) to be refused."""
+    from fracturelib.models import ood
+    path = _detector_files(tmp_path)
+    _npz_with_headers(path, arrays)
+
+    def no_load(*a, **k):
+        raise AssertionError("np.load called before the headers were checked")
+    monkeypatch.setattr(ood.np, "load", no_load)
+    with pytest.raises(ood.DetectorError) as e:
+        ood.Detector.load(path)
+    msg = str(e.value)
+    assert msg.startswith(str(path)) and why in msg and "\n" not in msg
+
+
+def test_a_huge_declared_precision_is_a_one_line_cli_error(binary_model, tmp_path, capsys):
+    model = _with_companions(binary_model, tmp_path / "m", ood=config.OOD_FILE)
+    path = _detector_files(tmp_path / "m")
+    _npz_with_headers(path, {"mean": ((12000,), "<f8", bytes(96000)),
+                             "precision": ((12000, 12000), "<f8", bytes(1_000_000))})
+    assert main(["predict", str(_real_images()[0]), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "ood.npz" in err and "d <= 4096" in err
+
+
+def test_a_detector_header_that_is_damaged_is_a_detector_error(tmp_path):
+    import zipfile
+
+    from fracturelib.models import ood
+    path = _detector_files(tmp_path)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("mean.npy", b"\x93NUMPY\x01\x00garbage")
+        z.writestr("precision.npy", b"not npy")
+    with pytest.raises(ood.DetectorError, match="truncated or damaged"):
+        ood.Detector.load(path)
+
+
+@pytest.mark.parametrize("meta,why", [
+    ({"backbone": "banana"}, "backbone is \"banana\", but must be one of"),
+    ({"backbone": 3}, "backbone is 3"),
+    ({"image_size": 100000}, "image_size is 100000, but must be a whole number of pixels in [32, 1024]"),
+    ({"image_size": 16}, "image_size is 16"),
+    ({"image_size": 224.5}, "image_size is 224.5"),
+    ({"image_size": True}, "image_size is true"),
+    ({"threshold": 0}, "threshold is 0, but must be a finite number > 0"),
+    ({"threshold": float("inf")}, "threshold is Infinity"),
+    ({"threshold": "1.0"}, "threshold is \"1.0\""),
+    ({"quantile": 1}, "quantile is 1, but must be a number in (0, 1)"),
+    ({"quantile": 0}, "quantile is 0"),
+    ({"n_train": float("inf")}, "n_train is Infinity"),
+    ({"n_train": "HUGE"}, "not a valid radiograph (OOD) detector description"),
+    ([1, 2], "not a JSON object")])
+def test_a_detector_description_is_checked_at_load(binary_model, tmp_path, capsys, meta, why):
+    model = _with_companions(binary_model, tmp_path / "m", ood=config.OOD_FILE)
+    path = _detector_files(tmp_path / "m")
+    if isinstance(meta, dict):
+        meta = {**json.loads(path.with_suffix(".json").read_text()), **meta}
+    text = json.dumps(meta).replace('"HUGE"', "1" + "0" * 5000)      # an integer of 5001 digits
+    path.with_suffix(".json").write_text(text)
+    assert main(["predict", str(_real_images()[0]), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "ood.json" in err and why in err
+    assert "Traceback" not in err
+
+
+def test_a_detector_fitted_on_other_features_than_its_feature_model_is_refused(binary_model, tmp_path, capsys):
+    """A mean of 5 features against EfficientNet-Lite0's 1280: refused at load, not per image."""
+    model = _with_companions(binary_model, tmp_path / "m", ood=config.OOD_FILE)
+    _detector_files(tmp_path / "m", mean=5)
+    assert main(["predict", str(_real_images()[0]), "--model", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "ood.npz" in err
+    assert "fitted on 5 features" in err and "gives 1280" in err
+
+
+@pytest.mark.parametrize("edit,why", [
+    (lambda t: t.replace('"image_size": 64', '"image_size": 1' + "0" * 5000), "not a valid model card"),
+    (lambda t: t.replace('"threshold": 0.4', '"threshold": 0.4, "temperature": 1e-308'),
+     "temperature is 1e-308, but must be a number in [0.05, 20]"),
+    (lambda t: t.replace('"non-fractured"', '"non-\\u202efractured"'), "printable class names")])
+def test_more_damaged_cards_are_one_line_errors(binary_model, tmp_path, capsys, edit, why):
+    import shutil
+    m = tmp_path / "m.keras"
+    shutil.copy(binary_model, m)
+    text = binary_model.with_suffix(".json").read_text()
+    assert edit(text) != text
+    m.with_suffix(".json").write_text(edit(text))
+    assert main(["predict", str(_real_images()[0]), "--model", str(m)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and why in err and "m.json" in err
