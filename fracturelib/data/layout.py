@@ -16,9 +16,9 @@ image by its name (README, ``dataset.csv``, annotations), one of :attr:`Layout.o
 Sibling folders whose names mean the same class or split (``Fractured`` and ``fractured``,
 ``Non_fractured`` and ``non fractured``) are merged, and their entries carry a note saying so.
 
-Folder links are followed: each top-level folder of ``root`` is walked on its own, every folder
-in it is listed once (a link to a folder already listed, such as a loop, is one skipped entry), and
-links to ``root`` or to a folder above it are never walked.
+Folder links are followed: the whole dataset is walked once, real folders first and then folder
+links, so every folder is listed once (a link to a folder already listed, such as a loop or a link to
+a sibling class folder, is one skipped entry), and links to ``root`` or above it are never walked.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ LAYOUTS_HELP = (
     "flat: root/* (unlabelled images)"
 )
 FRACATLAS_CLASSES = ("fractured", "non-fractured")
-LOOP = "symbolic link loop: this folder is already listed"
+LOOP = "symbolic link loop: this folder is already listed (a loop, or a second path to a folder)"
 _LINK = object()     # marker: a link to a folder, walked after every real folder is known
 
 
@@ -366,8 +366,17 @@ def discover(root: str | Path) -> Layout:
     if not found and not dirs:
         raise LayoutError(f"{root}: the folder is empty. Understood layouts: {LAYOUTS_HELP}")
     name = _detect(root, dirs)
-    above = _chain_ids(root)
+    # One walk over the whole dataset: every real folder first, then every folder link (top-level links
+    # included), so a link to a sibling class folder is one skipped row, never a second copy of that
+    # class under another name.
+    seen, links = _chain_ids(root), deque()
     for d in dirs:
-        found += walk(d, _hidden_reason(d.name, ""), set(above))
+        if d.is_symlink():
+            links.append((d, _hidden_reason(d.name, "")))
+        else:
+            _walk_tree(d, _hidden_reason(d.name, ""), seen, found, links)
+    while links:
+        link, inh = links.popleft()
+        _walk_tree(link, inh, seen, found, links)
     found.sort(key=lambda t: str(t[0]))
     return _account(root, name, found)

@@ -15,16 +15,23 @@ from tests.conftest import write_tree, xray_like
 
 
 def test_class_folder_with_sub_folders_keeps_the_class_layout(tmp_path):
-    write_tree(tmp_path, {"fractured": 2, "fractured/augmented": 2, "normal": 3})
-    (tmp_path / "normal" / "looks_like.jpg").mkdir()                # a folder named like an image
-    xray_like(50).save(tmp_path / "normal" / "looks_like.jpg" / "inner.jpg")
-    os.symlink(tmp_path / "fractured" / "augmented", tmp_path / "normal" / "linked")
-    lay = discover(tmp_path)
+    ds = tmp_path / "ds"
+    write_tree(ds, {"fractured": 2, "fractured/augmented": 2, "normal": 3})
+    write_tree(tmp_path / "more_normal", {"": 2}, start_seed=60)       # a folder outside the dataset
+    (ds / "normal" / "looks_like.jpg").mkdir()                          # a folder named like an image
+    xray_like(50).save(ds / "normal" / "looks_like.jpg" / "inner.jpg")
+    os.symlink(tmp_path / "more_normal", ds / "normal" / "linked")
+    os.symlink(ds / "fractured" / "augmented", ds / "normal" / "also_fractured")
+    lay = discover(ds)
     assert lay.name == "class-folders" and lay.classes == ["fractured", "normal"]
-    labels = pd.Series({e.path.relative_to(tmp_path).as_posix(): e.label for e in lay.entries})
+    labels = pd.Series({e.path.relative_to(ds).as_posix(): e.label for e in lay.entries})
+    skips = {e.path.relative_to(ds).as_posix(): e.skip for e in lay.entries}
     assert (labels.filter(like="fractured/augmented/") == "fractured").all()
     assert labels["normal/looks_like.jpg/inner.jpg"] == "normal"
     assert len(labels.filter(like="normal/linked/")) == 2            # a folder link is followed
+    # a link to a folder the dataset already lists is one skipped row, not a copy under another class
+    assert skips["normal/also_fractured"].startswith("symbolic link loop")
+    assert not labels.filter(like="normal/also_fractured/").any()
 
 
 def test_hidden_broken_links_and_pipes_are_rows_not_omissions(tmp_path):

@@ -157,3 +157,16 @@ def test_images_outside_the_image_folders_are_rows_and_metadata_stays_metadata(t
     assert sorted(left["relpath"]) == sorted(["Annotations/img0005.jpg", "extra/img0004.jpg", "stray.JPG"])
     assert sorted(df.attrs["other_files"]) == ["README.txt", "dataset.csv"]
     assert (df["status"] == "ok").sum() == 4
+
+
+def test_a_link_to_a_sibling_class_folder_is_one_skipped_row_not_a_new_class(tmp_path):
+    """`ds/Linked class -> ds/Avulsion fracture` (and a link inside one class to another) must not copy a
+    class under a second name: the whole dataset is walked once, real folders first."""
+    from fracturelib.data import build_manifest
+    write_tree(tmp_path / "ds", {"Avulsion fracture": 2, "Spiral": 2})
+    (tmp_path / "ds" / "Linked class").symlink_to(tmp_path / "ds" / "Avulsion fracture")
+    (tmp_path / "ds" / "Spiral" / "also avulsion").symlink_to(tmp_path / "ds" / "Avulsion fracture")
+    df = build_manifest(tmp_path / "ds", progress=False)
+    assert sorted(df.loc[df["status"] == "ok", "label"]) == ["avulsion", "avulsion", "spiral", "spiral"]
+    loops = df[df["reason"].str.startswith("symbolic link loop")]
+    assert sorted(loops["relpath"]) == ["Linked class", "Spiral/also avulsion"]
