@@ -18,6 +18,8 @@ MODELS_DIR = PROJECT_DIR / "models"
 #: which layout rule left it out (an image is never only "metadata"); other files there are metadata.
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp",
                   ".dcm", ".dicom", ".pgm", ".ppm", ".j2k", ".jp2")
+#: The temperatures a model card may hold, and the range temperature scaling searches (one source for both).
+TEMPERATURE_RANGE = (0.05, 20.0)
 #: Where `predict` writes overlays when no --overlay-dir is given: a folder of their own in the current one.
 OVERLAY_DIR = "overlays"
 

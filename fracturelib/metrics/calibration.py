@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fracturelib import config
+
 EPS = 1e-7
 
 
@@ -119,11 +121,11 @@ def fit_temperature(y_val, p_val) -> float:
         p_val: validation probabilities (length N, or N x K).
 
     Returns:
-        T as a float, searched in [exp(-3), exp(3)].
+        T as a float, searched in ``config.TEMPERATURE_RANGE`` (what a model card accepts).
     """
     from scipy.optimize import minimize_scalar
     res = minimize_scalar(lambda lt: _nll(y_val, apply_temperature(p_val, float(np.exp(lt)))),
-                          bounds=(-3.0, 3.0), method="bounded")
+                          bounds=tuple(np.log(config.TEMPERATURE_RANGE)), method="bounded")
     return float(np.exp(res.x))
 
 

@@ -79,7 +79,7 @@ _BIDI = frozenset(map(chr, (*range(0x202A, 0x202F), *range(0x2066, 0x206A))))
 MAX_CLASS_NAME = 100
 #: The temperature a card may give: a calibration outside this range is a damaged card (and a
 #: temperature near 0 would overflow the scaled logits).
-TEMPERATURE_RANGE = (0.05, 20.0)
+TEMPERATURE_RANGE = config.TEMPERATURE_RANGE
 
 
 def _class_name(v) -> bool:
