@@ -114,3 +114,17 @@ def need_shared(*parts: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} not present (only on machines with ../shared/data)")
     return p
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Fault injection: every write to a temporary output file (``*.tmp``) fails with ENOSPC, as on a
+    full disk; other writes (the terminal, logs) go through. Call ``full_disk()`` to switch it on."""
+    import errno
+    real = os.write
+
+    def full(fd, data):
+        if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    return lambda: monkeypatch.setattr(os, "write", full)

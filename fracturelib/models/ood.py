@@ -10,13 +10,14 @@ The detector is independent of the classifier, so it serves the CNN and the tran
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fracturelib.models.cards import ModelCardError
+from fracturelib.models.cards import _int as _is_int
+from fracturelib.models.cards import _number as _is_number
 
 BACKBONE = "efficientnet_lite0"
 SIZE = 224
@@ -161,19 +162,6 @@ FIX = "re-fit it with notebook 02 (or delete it to predict without the radiograp
 MIN_SIZE, MAX_SIZE = 32, 1024
 #: The widest feature vector a detector may hold (precision d x d float64: 128 MiB at 4096).
 MAX_DIM = 4096
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(v))
-    except OverflowError:                  # an int beyond any float
-        return False
 
 
 def _settings(meta, meta_path: Path) -> tuple[float, float, int, int, str]:

@@ -147,20 +147,12 @@ def test_tensorboard_logs_are_written(tmp_path):
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
 
 
-def test_full_disk_while_writing_reports_is_one_line_and_keeps_the_old_index(tmp_path, capsys, monkeypatch):
-    import errno
-    import os
+def test_full_disk_while_writing_reports_is_one_line_and_keeps_the_old_index(tmp_path, capsys, full_disk):
     good = _notebook(tmp_path / "good.ipynb", "print(1)")
     out = tmp_path / "r"
     out.mkdir()
     (out / "index.html").write_text("earlier index")
-    real = os.write
-
-    def full(fd, data):
-        if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd, data)
-    monkeypatch.setattr(os, "write", full)
+    full_disk()
     assert main(["run", "--profile", _profile(tmp_path, [{"name": "nb", "notebook": good}]),
                  "--out", str(out)]) == 1
     err = capsys.readouterr().err

@@ -82,9 +82,7 @@ def test_unreachable_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
     assert err.startswith("error: --scheduler tcp://127.0.0.1:9: cannot reach it") and err.count("\n") == 1
 
 
-def test_one_index_writer_for_reports_and_sweeps(tmp_path, monkeypatch):
-    import errno
-    import os
+def test_one_index_writer_for_reports_and_sweeps(tmp_path, monkeypatch, full_disk):
 
     from fracturelib.workflow import report_index
     rows = [{"folder": str(tmp_path / "seed-1"), "parameters": {"seed": "<1>"},
@@ -100,13 +98,7 @@ def test_one_index_writer_for_reports_and_sweeps(tmp_path, monkeypatch):
     report_index.write_index([], tmp_path, "quick")
     assert calls == ["fracturelib sweep", "fracturelib reports"]
     monkeypatch.undo()
-    real = os.write
-
-    def full(fd, data):
-        if fd > 2 and os.readlink(f"/proc/self/fd/{fd}").endswith(".tmp"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd, data)
-    monkeypatch.setattr(os, "write", full)
+    full_disk()
     from fracturelib.files import OutputError
     with pytest.raises(OutputError, match="disk is full"):
         write_sweep_index(rows, tmp_path, ["seed"])
