@@ -255,6 +255,15 @@ def compare_binary(scores: dict, y: dict, n_boot: int = 1000, seed: int = 0) -> 
 
 
 # ---- clinical operating points -------------------------------------------------------------------
+def _roc(y, p):
+    return skm.roc_curve(np.asarray(y).astype(int), np.asarray(p, float))
+
+
+def _point(fpr, tpr, thr, k) -> dict:
+    """The ROC curve's point ``k`` as an operating point (threshold capped at 1.0)."""
+    return {"threshold": float(min(thr[k], 1.0)), "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k])}
+
+
 def sensitivity_at_specificity(y, p, target: float = 0.80) -> dict:
     """The operating point on this data's ROC curve with specificity >= ``target`` and the
     highest sensitivity: its threshold, sensitivity and specificity.
@@ -267,11 +276,9 @@ def sensitivity_at_specificity(y, p, target: float = 0.80) -> dict:
     Returns:
         Dict of floats: ``threshold`` (capped at 1.0), ``sensitivity``, ``specificity``.
     """
-    y, p = np.asarray(y).astype(int), np.asarray(p, float)
-    fpr, tpr, thr = skm.roc_curve(y, p)
+    fpr, tpr, thr = _roc(y, p)
     ok = np.flatnonzero(1 - fpr >= target - 1e-12)
-    k = ok[np.argmax(tpr[ok])]
-    return {"threshold": float(min(thr[k], 1.0)), "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k])}
+    return _point(fpr, tpr, thr, ok[np.argmax(tpr[ok])])
 
 
 def specificity_at_sensitivity(y, p, target: float = 0.90) -> dict:
@@ -285,11 +292,9 @@ def specificity_at_sensitivity(y, p, target: float = 0.90) -> dict:
     Returns:
         Dict of floats: ``threshold`` (capped at 1.0), ``sensitivity``, ``specificity``.
     """
-    y, p = np.asarray(y).astype(int), np.asarray(p, float)
-    fpr, tpr, thr = skm.roc_curve(y, p)
+    fpr, tpr, thr = _roc(y, p)
     ok = np.flatnonzero(tpr >= target - 1e-12)
-    k = ok[np.argmin(fpr[ok])]
-    return {"threshold": float(min(thr[k], 1.0)), "sensitivity": float(tpr[k]), "specificity": float(1 - fpr[k])}
+    return _point(fpr, tpr, thr, ok[np.argmin(fpr[ok])])
 
 
 def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> dict:
