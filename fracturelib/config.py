@@ -72,6 +72,14 @@ PREDICT_DISPLAY_SIDE = 2048   # `predict` overlays: images under twice this are 
 KEEP_IMAGE_MB = 64            # formats without reduced decoding: larger 8-bit images are reduced
 MAX_METADATA_MB = 4           # PNG ancillary chunks / JPEG APPn+COM beyond this are left unread
 
+# DICOM (see data/dicom.py). Modalities read by default: projection radiography (computed, digital,
+# radiographic, fluoroscopy, angiography, mammography, panoramic, intra-oral) and "other" (secondary
+# capture); CT, MR, US, NM, PT ... are skipped unless `--modalities` names them.
+RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "RF", "XA", "MG", "PX", "IO", "OT")
+# The key of the patient-group hash (a salted HMAC of PatientID): FRACTURELIB_PATIENT_SALT, else this
+# file, created with a random key on first use. Keep it to compare groups across scans; never share it.
+PATIENT_SALT_FILE = os.environ.get("FRACTURELIB_PATIENT_SALT_FILE", "~/.config/fracturelib/patient_salt")
+
 # Near-duplicate detection (see data/duplicates.py): nearest-neighbour candidates among 32x32
 # thumbnails, confirmed when they correlate at least this much. Calibrated on both real datasets:
 # 0.95 lets in hundreds of distinct FracAtlas radiographs of the same anatomy.

@@ -12,6 +12,8 @@ from PIL import Image
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("FRACTURELIB_OFFLINE", "1")   # tests never download
+# the patient-group key: a fixed one, so tests never create ~/.config/fracturelib/patient_salt
+os.environ.setdefault("FRACTURELIB_PATIENT_SALT", "fracturelib-tests")
 
 from fracturelib import config  # noqa: E402
 

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from fracturelib import config
+
 
 def _shown(s: str) -> str:
     """A path as the terminal can print it (:func:`fracturelib.files.shown`)."""
@@ -21,6 +23,25 @@ def _shown(s: str) -> str:
 def _print_table(title: str, t) -> None:
     print(f"\n{title}")
     print("\n".join(_shown(line) for line in t.to_string().splitlines()))
+
+
+MODALITIES_HELP = ("DICOM files: the Modality codes to read besides the radiographs read by default "
+                   f"({', '.join(config.RADIOGRAPH_MODALITIES)}), comma-separated (e.g. CT,MR), or 'all'")
+
+
+def _modalities(text: str):
+    """``--modalities``: codes added to the radiograph modalities, or ``all`` (None: every modality)."""
+    codes = [c.strip().upper() for c in text.split(",") if c.strip()]
+    if not codes or not all(c.replace("_", "").isalnum() and len(c) <= 16 for c in codes):
+        raise argparse.ArgumentTypeError(f"{text!r}: give Modality codes separated by commas (e.g. CT,MR) or 'all'")
+    return "all" if "ALL" in codes else tuple(codes)
+
+
+def _chosen(extra):
+    """The modalities read: the radiographs, plus ``extra`` (``all``: None, every modality)."""
+    if extra == "all":
+        return None
+    return tuple(dict.fromkeys(config.RADIOGRAPH_MODALITIES + tuple(extra or ())))
 
 
 def cmd_scan(a) -> int:
@@ -45,7 +66,7 @@ def cmd_scan(a) -> int:
         if Path(a.out).is_dir():
             raise IsADirectoryError(f"--out {a.out}: is a folder; give a file name, e.g. {a.out}/manifest.csv")
         check_output(a.out, inside=a.path)               # before the scan: a mistake costs nothing
-    df = build_manifest(a.path, progress=not a.quiet)
+    df = build_manifest(a.path, progress=not a.quiet, modalities=_chosen(a.modalities))
     s = summary(df)
     print(f"dataset: {_shown(df.attrs['root'])}")
     print(f"layout: {s['layout']}  classes: {len(s['classes'])} ({_shown(', '.join(s['classes']))})")
@@ -132,6 +153,7 @@ def cmd_predict(a) -> int:
 
     from fracturelib.app.predict import Predictor, format_result, predict_many
     predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam)
+    predictor.modalities = _chosen(a.modalities)
     results = predict_many(predictor, a.images, a.overlay_dir)
     if a.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
@@ -214,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path")
     s.add_argument("--out", help="write the manifest (CSV) here")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--modalities", type=_modalities, default=None, metavar="CODES",
+                   help=MODALITIES_HELP)
     s.set_defaults(func=cmd_scan)
     from fracturelib.data.fetch import FRACATLAS_IMAGES, FRACATLAS_URL
     f = sub.add_parser("fetch", help="download a full public dataset")
@@ -240,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--cam", default="gradcam", choices=cams.names(), metavar="NAME",
                     help=f"heatmap method: {', '.join(cams.names())} (default: gradcam)")
     pr.add_argument("--json", action="store_true", help="print JSON")
+    pr.add_argument("--modalities", type=_modalities, default=None, metavar="CODES", help=MODALITIES_HELP)
     pr.set_defaults(func=cmd_predict)
     from fracturelib import config
     r = sub.add_parser("run", help="execute the notebooks with papermill and write HTML reports")

@@ -64,7 +64,8 @@ def default_model(models_dir: str | Path | None = None) -> Path:
     return present[0] if present else folder / config.BINARY_CNN_FILE
 
 
-def prepare(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
+def prepare(path: str | Path, card: ModelCard,
+            modalities=config.RADIOGRAPH_MODALITIES) -> tuple[np.ndarray, np.ndarray]:
     """(model input 1xSxSxC float32 in [0,255], the decoded image as uint8) for ``path``.
 
     Any mode is accepted (grayscale, RGBA, 16-bit, CMYK, palette); broken, truncated, oversized or
@@ -76,6 +77,7 @@ def prepare(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
     Args:
         path: the image file.
         card: the model's card (``image_size``, ``channels``).
+        modalities: DICOM Modality codes accepted (default: radiographs); None accepts any.
 
     Returns:
         (model input, decoded image HxWxC uint8; for very large JPEGs, 1/2 .. 1/8 of the file's size).
@@ -83,7 +85,7 @@ def prepare(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ImageError: the file is not usable.
     """
-    x, img, _ = prepare_sized(path, card)
+    x, img, _ = prepare_checked(path, card, modalities)
     return x, img
 
 
@@ -101,11 +103,30 @@ def prepare_sized(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.nda
     Raises:
         ImageError: the file is not usable.
     """
-    from fracturelib.data.imageio import read_image_and_size
+    x, img, chk = prepare_checked(path, card)
+    return x, img, (int(chk.width), int(chk.height))
+
+
+def prepare_checked(path: str | Path, card: ModelCard, modalities=config.RADIOGRAPH_MODALITIES):
+    """:func:`prepare` plus the file's check: its own size as displayed and, for DICOM, ``meta`` (the
+    pixel spacing that turns a point into millimetres).
+
+    Args:
+        path: the image file.
+        card: the model's card.
+        modalities: DICOM Modality codes accepted (default: radiographs); None accepts any.
+
+    Returns:
+        (model input, decoded image, the :class:`~fracturelib.data.imageio.ImageCheck` without its image).
+
+    Raises:
+        ImageError: the file is not usable.
+    """
+    from fracturelib.data.imageio import read_image_checked
     from fracturelib.data.pipeline import pad_resize
     need = max(config.DECODE_OVERSAMPLE * card.image_size, config.PREDICT_DISPLAY_SIDE)
-    img, size = read_image_and_size(path, channels=card.channels, need=need)
-    return pad_resize(img, card.image_size).numpy()[None], img, size
+    img, chk = read_image_checked(path, channels=card.channels, need=need, modalities=modalities)
+    return pad_resize(img, card.image_size).numpy()[None], img, chk
 
 
 @dataclass
@@ -149,6 +170,7 @@ class Predictor:
         from fracturelib.models.cards import load_model
         cams.get(cam)                             # an unknown name fails before the model loads
         self.cam = cam
+        self.modalities = config.RADIOGRAPH_MODALITIES   # DICOM Modality codes read (None: any)
         self.path = Path(model_path or default_model())
         self.model, self.card = load_model(self.path)
         if len(self.model.output_shape) != 2:
@@ -231,8 +253,12 @@ class Predictor:
         Raises:
             ImageError: the file is not usable (the message names it and the reason).
         """
-        x, img, size = prepare_sized(image_path, self.card)
+        x, img, chk = prepare_checked(image_path, self.card, self.modalities)
+        size = (int(chk.width), int(chk.height))
         fields = {"image": str(image_path), "model": str(self.path)}
+        spacing = (chk.meta.get("spacing_row_mm"), chk.meta.get("spacing_col_mm"))
+        if None not in spacing:                   # DICOM with (Imager)PixelSpacing: [row, column] mm per pixel
+            fields["pixel_spacing_mm"] = [float(spacing[0]), float(spacing[1])]
         check = self._radiograph_check(img)
         if check["in_distribution"] is False:
             fields.update(check, fracture_point=None, localisation=None, note=NOT_ADVICE)
@@ -251,6 +277,9 @@ class Predictor:
         px, py = peak(heat)
         scale = size[0] / img.shape[1]            # a very large JPEG is decoded reduced: answer in file pixels
         fields["fracture_point"] = [int(round(px * scale)), int(round(py * scale))]
+        if "pixel_spacing_mm" in fields:          # x along columns, y along rows, from the image's corner
+            row_mm, col_mm = fields["pixel_spacing_mm"]
+            fields["fracture_point_mm"] = [round(px * scale * col_mm, 2), round(py * scale * row_mm, 2)]
         fields["localisation"] = method
         card = info_card(label)
         if card:
@@ -291,7 +320,7 @@ class Predictor:
         heat, method = heatmap_to_image(cam, w, h, self.card.image_size), self.cam
         if self.localiser is not None:
             from fracturelib.models.localiser import heatmaps
-            lx, _ = prepare(image_path, self.localiser_card)
+            lx, _ = prepare(image_path, self.localiser_card, self.modalities)
             heat, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
         peak_value = float(heat.max())
         return (heat / peak_value if peak_value > 0 else heat), method    # the localiser's map is a probability
@@ -312,8 +341,9 @@ class Predictor:
             The JSON result (``fracturelib predict --json`` prints a list of them): image, model, class,
             confidence, top, threshold (binary; like the probabilities, temperature-scaled when the card has
             a ``temperature``, which is then given), in_distribution, warning, fracture_point (x, y in the
-            file's pixels), localisation (the method), overlay (its path or None), info (fracture
-            types), note.
+            file's pixels), pixel_spacing_mm and fracture_point_mm (DICOM with a pixel spacing: [row, column]
+            mm per pixel, and the point in mm from the top-left corner), localisation (the method), overlay
+            (its path or None), info (fracture types), note.
 
         Raises:
             ImageError: the file is not usable.
@@ -460,7 +490,9 @@ def format_result(r: dict) -> str:
     if r.get("top"):
         lines.append("top: " + ", ".join(f"{shown(t['class'])} {t['probability']:.2f}" for t in r["top"]))
     if r.get("fracture_point"):
-        lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px ({r['localisation']})")
+        mm = r.get("fracture_point_mm")
+        at = f" = {mm[0]:.1f}, {mm[1]:.1f} mm" if mm else ""
+        lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px{at} ({r['localisation']})")
     if r.get("localisation"):
         loc = r["localisation"]
         kind = "localiser" if loc.startswith("localiser") else ("Grad-CAM" if loc == "gradcam" else loc)

@@ -30,11 +30,11 @@ CONCURRENCY = 2
 #: Requests that may wait for a slot; beyond this the API answers 503 (the page: "busy, try again").
 MAX_WAITING = 64
 #: The image formats the page offers in its file picker (any file is read by content, not by name).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom")
 RESEARCH_NOTE = ("Research tool, not a medical device: the answers are a research model's, for study and "
                  "teaching; a clinician must read every radiograph.")
-CSV_COLUMNS = ("file", "decision", "probability", "threshold", "in_distribution", "fracture_point", "warning",
-               "error")
+CSV_COLUMNS = ("file", "decision", "probability", "threshold", "in_distribution", "fracture_point",
+               "fracture_point_mm", "warning", "error")
 
 
 class ServiceError(Exception):
@@ -289,7 +289,7 @@ class Service:
             raise ServiceError(f"{name}: too large ({size / (1 << 20):.1f} MB; the limit is "
                                f"{self.max_upload / (1 << 20):.0f} MB)", 413)
         if size == 0:
-            raise ServiceError(f"{name}: empty file (0 bytes); upload an image (PNG, JPEG, TIFF, BMP)", 400)
+            raise ServiceError(f"{name}: empty file (0 bytes); upload an image (PNG, JPEG, TIFF, BMP, DICOM)", 400)
 
     def predict_upload(self, data: bytes, filename: str | None, model: str | None = None) -> dict:
         """The API's answer for one uploaded file: exactly what ``fracturelib predict IMAGE --json``
@@ -386,19 +386,21 @@ def row(answer: dict) -> dict:
         answer: the answer.
 
     Returns:
-        file, decision, probability, threshold, in_distribution, fracture_point, warning, error.
+        file, decision, probability, threshold, in_distribution, fracture_point, fracture_point_mm (DICOM with
+        a pixel spacing), warning, error.
     """
     if "error" in answer:
         return {**dict.fromkeys(CSV_COLUMNS, ""), "file": answer["name"], "error": answer["error"]}
     f = answer["fields"]
     decided = f.get("class") is not None
-    point = f.get("fracture_point")
+    point, mm = f.get("fracture_point"), f.get("fracture_point_mm")
     return {"file": answer["name"],
             "decision": f["class"] if decided else "no answer (not a radiograph)",
             "probability": round(float(f["confidence"]), 4) if decided else "",
             "threshold": round(float(f["threshold"]), 4) if f.get("threshold") is not None else "",
             "in_distribution": "" if f.get("in_distribution") is None else str(f["in_distribution"]).lower(),
             "fracture_point": f"{point[0]} {point[1]}" if point else "",
+            "fracture_point_mm": f"{mm[0]:.1f} {mm[1]:.1f}" if mm else "",
             "warning": f.get("warning") or "", "error": ""}
 
 

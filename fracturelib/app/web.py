@@ -74,7 +74,9 @@ def answer_html(answer: dict, n_files: int = 1) -> str:
         parts.append(f"<p>Top {len(f['top'])} types:</p><ol id='fl-top'>{items}</ol>")
     if f.get("fracture_point"):
         x, y = f["fracture_point"]
-        parts.append(f"<p class='fl-small' id='fl-point'>Fracture point (x, y) = ({x}, {y}) in the file's pixels, "
+        mm = f.get("fracture_point_mm")
+        at = f" = ({mm[0]:.1f}, {mm[1]:.1f}) mm from the top-left corner" if mm else ""
+        parts.append(f"<p class='fl-small' id='fl-point'>Fracture point (x, y) = ({x}, {y}) in the file's pixels{at}, "
                      f"by {_e(f.get('localisation'))}; the overlay marks it with a ring.</p>")
     if f.get("warning"):
         parts.append(f"<div class='fl-warning'>{_e(f['warning'])}</div>")
@@ -162,7 +164,7 @@ def build(service: Service):
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(f"**{RESEARCH_NOTE}**", elem_id="research-note")
         with gr.Row():
-            files = gr.File(label="Radiographs (PNG, JPEG, TIFF, BMP): drop them here or click to choose",
+            files = gr.File(label="Radiographs (PNG, JPEG, TIFF, BMP, DICOM): drop them here or click to choose",
                             file_count="multiple", file_types=list(IMAGE_SUFFIXES), type="filepath",
                             elem_id="upload", scale=2)
             with gr.Column(scale=1):

@@ -52,7 +52,7 @@ def upload_widget(models: dict[str, str]):
     from fracturelib.models.cards import ModelCardError
     loaded: dict[str, Predictor] = {}
     which = widgets.Dropdown(options=list(models), description="model")
-    upload = widgets.FileUpload(accept="image/*", multiple=False, description="X-ray")
+    upload = widgets.FileUpload(accept="image/*,.dcm,.dicom,application/dicom", multiple=False, description="X-ray")
     shown = widgets.Output()
 
     def on_upload(change):

@@ -137,7 +137,7 @@ def near_pairs(df: pd.DataFrame, thumbs: dict | None = None, min_correlation: fl
     ok = usable(df)[lambda d: d["phash"].astype(bool)]
     if thumbs is None:
         from fracturelib.data.imageio import check_image
-        thumbs = {i: thumbnail(check_image(p).image) for i, p in zip(ok.index, ok["path"])}
+        thumbs = {i: thumbnail(check_image(p, modalities=None).image) for i, p in zip(ok.index, ok["path"])}
     ok = ok[ok.index.isin(list(thumbs))]
     if len(ok) < 2:
         return pd.DataFrame(columns=cols)

@@ -65,7 +65,7 @@ def intensity_stats(df: pd.DataFrame, per_class: int = 150, size: int = 128,
         g = g.sample(min(per_class, len(g)), random_state=seed)
         hs = []
         for p in g["path"]:
-            a = read_image(p, channels=1)[..., 0]
+            a = read_image(p, channels=1, modalities=None)[..., 0]
             a = cv2.resize(a, (size, size), interpolation=cv2.INTER_AREA)
             rows.append({"label": label, "mean": a.mean(), "std": a.std(),
                          "dark_share": (a < 20).mean(), "bright_share": (a > 235).mean()})

@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
 from fracturelib import config
+from fracturelib.data import dicom
 
 # Our own pixel limit (config.MAX_PIXELS) is checked on the header; PIL's process-wide
 # decompression-bomb guard is left as the user has it (never switched off at import).
@@ -64,6 +65,8 @@ class ImageCheck:
     bytes: int = 0
     native: bool = True
     image: Image.Image | None = field(default=None, repr=False)
+    #: DICOM only: the acquisition fields that may be written (``dicom.META_COLUMNS``), else empty
+    meta: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -360,8 +363,12 @@ def decode_cost(width: int, height: int, mode: str) -> int:
 
 
 def check_image(path: str | Path, keep_image: bool = True,
-                need: int | None = config.CHECK_SIDE) -> ImageCheck:
+                need: int | None = config.CHECK_SIDE,
+                modalities=config.RADIOGRAPH_MODALITIES) -> ImageCheck:
     """Validate one file and, when usable, return it decoded (``check.image``, converted to L/RGB).
+
+    DICOM is recognised by content (:func:`fracturelib.data.dicom.is_dicom`), whatever the file's
+    name, and read by :mod:`fracturelib.data.dicom` under the same geometry and budget rules.
 
     Args:
         path: the file.
@@ -371,10 +378,12 @@ def check_image(path: str | Path, keep_image: bool = True,
             reduced (DCT scaling, the smallest scale still >= ``need``); other formats are reduced
             after decoding when their 8-bit image exceeds ``config.KEEP_IMAGE_MB``. None: full
             resolution. The default, ``config.CHECK_SIDE``, is what scan's checks use.
+        modalities: DICOM Modality codes read (default: radiographs); None reads any modality.
 
     Returns:
         An :class:`ImageCheck`: ``ok`` with the image, or ``skipped`` with the reason. ``width`` and
-        ``height`` are always the file's own (as displayed), whatever the decoded size.
+        ``height`` are always the file's own (as displayed), whatever the decoded size. DICOM files
+        fill ``meta``.
     """
     path = Path(path)
     chk = ImageCheck(path=path)
@@ -387,6 +396,13 @@ def check_image(path: str | Path, keep_image: bool = True,
     chk.bytes = st.st_size
     if chk.bytes == 0:
         return chk.skip("empty file (0 bytes)")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as e:
+        return chk.skip(f"unreadable: {e.strerror or e}")
+    if dicom.is_dicom(head):
+        return _check_dicom(chk, keep_image, need, modalities)
     src, drops = None, []
     try:
         drops, meta_note = _metadata_drops(path)
@@ -463,6 +479,48 @@ def _check_opened(chk: ImageCheck, im: Image.Image, keep_image: bool, need: int 
         if orientation >= 5:                  # stored sideways: report the size as displayed
             chk.width, chk.height = chk.height, chk.width
         chk.note = "; ".join(x for x in (chk.note, f"EXIF orientation {orientation} applied") if x)
+    return chk
+
+
+def _check_dicom(chk: ImageCheck, keep_image: bool, need: int | None, modalities) -> ImageCheck:
+    """A DICOM file under the rules every format follows: geometry and budget from the header, then
+    frame 1 decoded and windowed inside the budget (see :mod:`fracturelib.data.dicom`)."""
+    chk.format, chk.native = "DICOM", False
+    ext_fmt = EXT_FORMATS.get(chk.path.suffix.lower())
+    try:
+        h = dicom.read_header(chk.path, modalities, DECODE_BUDGET.limit)
+    except dicom.DicomSkip as e:
+        chk.meta = e.meta                     # a skipped CT still says it is a CT
+        return chk.skip(str(e))
+    except MemoryError:
+        return chk.skip("out of memory reading the DICOM header; re-export the file")
+    except Exception as e:  # noqa: BLE001 - a parser failure we did not foresee is still one skipped file
+        return chk.skip(f"corrupt DICOM: the header cannot be read ({type(e).__name__})")
+    chk.meta, chk.mode = h.meta, h.mode
+    chk.width, chk.height = h.columns, h.rows
+    notes = [f"content is DICOM, extension is {chk.path.suffix}"] if ext_fmt else []
+    notes += h.notes
+    reason = geometry_problem(h.columns, h.rows)
+    if reason:
+        return chk.skip(reason)
+    if h.cost > DECODE_BUDGET.limit:
+        return chk.skip(f"too large to decode: {h.columns}x{h.rows} px, {h.bits_allocated}-bit, needs about "
+                        f"{h.cost >> 20} MB, over the decoding budget of {DECODE_BUDGET.limit >> 20} MB "
+                        "(config.DECODE_BUDGET_MB); downscale the file")
+    try:
+        with DECODE_BUDGET.hold(h.cost):
+            im, more = dicom.decode(h, keep_image)
+    except dicom.DicomSkip as e:
+        return chk.skip(str(e))
+    except MemoryError:
+        return chk.skip(f"out of memory decoding {h.columns}x{h.rows} px; downscale the file")
+    except Exception as e:  # noqa: BLE001
+        return chk.skip(f"corrupt DICOM pixel data: decoding failed ({type(e).__name__})")
+    chk.note = "; ".join(x for x in (chk.note, *notes, *more) if x)
+    if keep_image:
+        if need and h.rows * h.columns * len(im.getbands()) > config.KEEP_IMAGE_MB << 20:
+            im = im.reduce(_reduce_factor(h.columns, h.rows, need))
+        chk.image = im
     return chk
 
 
@@ -594,13 +652,15 @@ def _stretch_to_8bit(a: np.ndarray, rows: int = 512) -> Image.Image:
     return Image.fromarray(out, "L")
 
 
-def read_image(path: str | Path, channels: int = 3, need: int | None = None) -> np.ndarray:
+def read_image(path: str | Path, channels: int = 3, need: int | None = None,
+               modalities=config.RADIOGRAPH_MODALITIES) -> np.ndarray:
     """Decoded uint8 array HxWxC (C = 1 or 3). Raises ImageError naming the file and the fix.
 
     Args:
         path: the file.
         channels: 1 (grayscale) or 3 (RGB).
         need: the longer side the caller will use (see :func:`check_image`); None: full resolution.
+        modalities: DICOM Modality codes read; None reads any.
 
     Returns:
         The image as displayed (EXIF orientation applied), reduced when ``need`` allows.
@@ -608,11 +668,11 @@ def read_image(path: str | Path, channels: int = 3, need: int | None = None) -> 
     Raises:
         ImageError: the file is not usable; the message names it, the reason and the fix.
     """
-    return read_image_and_size(path, channels, need)[0]
+    return read_image_checked(path, channels, need, modalities)[0]
 
 
-def read_image_and_size(path: str | Path, channels: int = 3,
-                        need: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def read_image_and_size(path: str | Path, channels: int = 3, need: int | None = None,
+                        modalities=config.RADIOGRAPH_MODALITIES) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`read_image` and the file's own (width, height) as displayed: a large JPEG decoded reduced
     is smaller than the file, and answers about it (a point, a box) are given in the file's pixels.
 
@@ -620,6 +680,7 @@ def read_image_and_size(path: str | Path, channels: int = 3,
         path: the file.
         channels: 1 (grayscale) or 3 (RGB).
         need: the longer side the caller will use; None: full resolution.
+        modalities: DICOM Modality codes read; None reads any.
 
     Returns:
         (the decoded image, (width, height) of the file).
@@ -627,16 +688,42 @@ def read_image_and_size(path: str | Path, channels: int = 3,
     Raises:
         ImageError: the file is not usable; the message names it, the reason and the fix.
     """
-    chk = check_image(path, need=need)
+    arr, chk = read_image_checked(path, channels, need, modalities)
+    return arr, (int(chk.width), int(chk.height))
+
+
+def read_image_checked(path: str | Path, channels: int = 3, need: int | None = None,
+                       modalities=config.RADIOGRAPH_MODALITIES) -> tuple[np.ndarray, ImageCheck]:
+    """:func:`read_image` and its :class:`ImageCheck` (the file's size, notes, and DICOM ``meta`` such as
+    the pixel spacing), the image itself dropped from the check.
+
+    Args:
+        path: the file.
+        channels: 1 (grayscale) or 3 (RGB).
+        need: the longer side the caller will use; None: full resolution.
+        modalities: DICOM Modality codes read; None reads any.
+
+    Returns:
+        (the decoded image HxWxC uint8, the check).
+
+    Raises:
+        ImageError: the file is not usable; the message names it, the reason and the fix.
+    """
+    chk = check_image(path, need=need, modalities=modalities)
     if not chk.ok:
         raise ImageError(f"{path}: cannot use this file: {chk.reason}. {_advice(chk.reason)}")
     im = chk.image.convert("L" if channels == 1 else "RGB")
+    chk.image = None
     arr = np.asarray(im, dtype=np.uint8)
-    return (arr[..., None] if channels == 1 else arr), (int(chk.width), int(chk.height))
+    return (arr[..., None] if channels == 1 else arr), chk
 
 
 def _advice(reason: str) -> str:
     """The fix for a skip reason (geometry reasons carry their own)."""
+    if reason.startswith("modality "):
+        return ""
+    if "DICOM" in reason or reason.startswith(("no pixel data", "1-bit", "truncated pixel data")):
+        return "Export the radiograph from the archive again (any transfer syntax), or as a PNG."
     if any(w in reason for w in ("aspect ratio", "too small", "too large", "crop")):
         return "Crop or resize it." if "crop" not in reason else ""
     return "Re-export it as an 8-bit PNG or a complete JPEG."

@@ -1,7 +1,9 @@
 """The manifest: one row per file found, each either used (``ok``) or skipped with a reason.
 
 Columns: path, relpath, label, split, status, reason, note, width, height, mode, format, bytes,
-sha256, phash, phash_mirror, native, dup_group, dup_kind (+ FracAtlas metadata when present).
+sha256, phash, phash_mirror, native, dup_group, dup_kind (+ FracAtlas metadata when present; + the DICOM
+acquisition fields and ``patient_group`` when a file is DICOM, :data:`fracturelib.data.dicom.META_COLUMNS`:
+never a name, an ID, a date or a UID).
 Invariant (:mod:`fracturelib.data.layout`): every entry under the root that is not a folder is a
 row (used, or skipped with its reason: hidden, broken link, pipe, link loop, or the layout rule that
 leaves it out) or, when it is a visible regular file outside the image folders, one of
@@ -20,13 +22,13 @@ import pandas as pd
 
 from fracturelib import config, files
 from fracturelib import progress as progress_bars
-from fracturelib.data import duplicates, fracatlas
+from fracturelib.data import dicom, duplicates, fracatlas
 from fracturelib.data.imageio import check_image
 from fracturelib.data.layout import discover
 from fracturelib.data.schema import COLUMNS, usable  # noqa: F401 - usable is part of this module's API
 
 
-def _row(entry, root: Path) -> tuple:
+def _row(entry, root: Path, modalities=config.RADIOGRAPH_MODALITIES) -> tuple:
     """(thumbnail or None, manifest row) for one file; never raises."""
     row = {"path": str(entry.path), "relpath": entry.path.relative_to(root).as_posix(),
            "label": entry.label, "split": entry.split, "status": "skipped", "reason": entry.skip,
@@ -36,7 +38,7 @@ def _row(entry, root: Path) -> tuple:
     if entry.skip:
         return None, row
     try:
-        chk = check_image(entry.path)
+        chk = check_image(entry.path, modalities=modalities)
         sha = files.sha256_file(entry.path, default="") if chk.bytes else ""
         ph, phm = duplicates.phash_pair(chk.image) if chk.ok else ("", "")
         thumb = duplicates.thumbnail(chk.image) if chk.ok else None
@@ -45,7 +47,7 @@ def _row(entry, root: Path) -> tuple:
         return None, row
     row.update(status=chk.status, reason=chk.reason, note=_join(row["note"], chk.note), width=chk.width,
                height=chk.height, mode=chk.mode, format=chk.format, bytes=chk.bytes, sha256=sha,
-               phash=ph, phash_mirror=phm, native=chk.native)
+               phash=ph, phash_mirror=phm, native=chk.native, **chk.meta)
     return thumb, row
 
 
@@ -115,7 +117,8 @@ def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MIN_CORRELATION,
-                   workers: int = 4, progress: bool | None = None) -> pd.DataFrame:
+                   workers: int = 4, progress: bool | None = None,
+                   modalities=config.RADIOGRAPH_MODALITIES) -> pd.DataFrame:
     """Scan ``root``: discover the layout, check every file, hash it, group duplicates.
 
     Every entry under ``root`` becomes a row or one of ``df.attrs["other_files"]`` (the
@@ -126,6 +129,7 @@ def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MI
         min_correlation: thumbnail correlation that confirms a near copy.
         workers: threads reading the files.
         progress: a bar (None: in an interactive notebook only, see :mod:`fracturelib.progress`).
+        modalities: DICOM Modality codes used (default: radiographs); None uses every modality.
 
     Returns:
         The manifest; ``attrs`` holds layout, root, other_files and near_pairs.
@@ -133,12 +137,16 @@ def build_manifest(root: str | Path, min_correlation: float = config.NEAR_DUP_MI
     layout = discover(root)
     it = layout.entries
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = pool.map(lambda e: _row(e, layout.root), it)  # in order, each row never raises
+        rows = pool.map(lambda e: _row(e, layout.root, modalities), it)  # in order, each row never raises
         if progress or progress is None and progress_bars.enabled():
             from tqdm.auto import tqdm
             rows = tqdm(rows, total=len(it), desc=f"scan {layout.root.name}", unit="file", leave=False)
         results = list(rows)
-    df = pd.DataFrame([r for _, r in results], columns=COLUMNS)
+    has_dicom = any("patient_group" in r for _, r in results)
+    df = pd.DataFrame([r for _, r in results], columns=COLUMNS + (dicom.META_COLUMNS if has_dicom else []))
+    if has_dicom:
+        text = [c for c in dicom.META_COLUMNS if not c.endswith("_mm")]
+        df[text] = df[text].fillna("")
     thumbs = {i: t for i, (t, _) in enumerate(results) if t is not None}
     if layout.name == "fracatlas":
         df = _add_fracatlas(df, layout.root)

@@ -34,7 +34,7 @@ def converted_path(path: str, sha256: str, need: int | None = None) -> str:
     out = config.CACHE_DIR / "converted" / name
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        chk = check_image(path, need=need)
+        chk = check_image(path, need=need, modalities=None)   # the manifest chose the modalities
         if not chk.ok:
             raise ValueError(f"{path}: {chk.reason}; rebuild the manifest, this file changed.")
         tmp = out.with_suffix(".tmp")

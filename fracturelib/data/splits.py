@@ -1,4 +1,8 @@
-"""Group-aware splits: every duplicate group lands on one side, so no copy leaks across sides.
+"""Group-aware splits: every duplicate group and every patient lands on one side, so no copy and no
+patient leaks across sides.
+
+A patient is the manifest's ``patient_group`` (DICOM files: a keyed hash of PatientID, else
+StudyInstanceUID); images linked by a patient or by a copy form one group.
 
 A dataset's own train/test split is respected; its cross-split copies are flagged (``leak``), never
 silently moved, so that a report can give both the "all Test" and the honest "no copy in Train"
@@ -15,16 +19,37 @@ from fracturelib.data.schema import usable
 
 
 def group_ids(df: pd.DataFrame) -> pd.Series:
-    """Duplicate group for grouped rows, a unique id for the rest.
+    """The group each row must share a side with: its duplicate group, joined with every row of the same
+    patient (``patient_group``, when the manifest has one); a unique id for the rest.
 
     Args:
-        df: manifest rows with ``dup_group`` (-1 for no group).
+        df: manifest rows with ``dup_group`` (-1 for no group) and, optionally, ``patient_group`` ("" none).
 
     Returns:
-        Series of strings on ``df``'s index: ``"g<group>"`` or ``"r<row index>"``.
+        Series of strings on ``df``'s index: ``"g<group>"`` or ``"r<row index>"``, the id of the first row
+        (in ``df``'s order) of its joined group: the same whatever the key that hashed the patients.
     """
-    return pd.Series(np.where(df["dup_group"] >= 0, "g" + df["dup_group"].astype(str),
-                              "r" + df.index.astype(str)), index=df.index)
+    ids = pd.Series(np.where(df["dup_group"] >= 0, "g" + df["dup_group"].astype(str),
+                             "r" + df.index.astype(str)), index=df.index)
+    if "patient_group" not in df:
+        return ids
+    patients = df["patient_group"].fillna("").astype(str)
+    if not (patients != "").any():
+        return ids
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            parent[x] = parent.get(parent[x], parent[x])
+            x = parent[x]
+        return x
+
+    order = {g: i for i, g in enumerate(dict.fromkeys(ids))}      # first appearance in df's order
+    for _, members in ids[patients != ""].groupby(patients[patients != ""]):
+        roots = sorted({find(g) for g in members}, key=order.__getitem__)
+        for r in roots[1:]:
+            parent[r] = roots[0]
+    return ids.map(find)
 
 
 def _carve(df: pd.DataFrame, fraction: float, seed: int) -> pd.Index:
@@ -40,8 +65,9 @@ def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
     """Return the usable rows with ``split`` in {train, val, test} and a boolean ``leak`` column.
 
     With ``respect_existing`` and a dataset that has train/test already, test stays test,
-    validation is carved group-aware out of train, and test rows whose duplicate group also has
-    a member in train or validation (both come from the original Train) get ``leak=True``.
+    validation is carved group-aware out of train, and test rows whose group (a copy, or the same
+    patient) also has a member in train or validation (both come from the original Train) get
+    ``leak=True``.
     Otherwise all three sides are carved group-aware.
 
     Args:
@@ -71,9 +97,8 @@ def assign_splits(df: pd.DataFrame, val_fraction: float = 0.15, test_fraction: f
     groups = group_ids(d)
     fit_groups = set(groups[d["split"] == "train"])
     seen_groups = fit_groups | set(groups[d["split"] == "val"])
-    d["leak"] = (d["dup_group"] >= 0) & (
-        ((d["split"] == "val") & groups.isin(fit_groups))
-        | ((d["split"] == "test") & groups.isin(seen_groups)))
+    d["leak"] = (((d["split"] == "val") & groups.isin(fit_groups))      # a copy, or the same patient
+                 | ((d["split"] == "test") & groups.isin(seen_groups)))
     return d
 
 

@@ -78,7 +78,7 @@ def gray_images(rows: pd.DataFrame) -> list[np.ndarray]:
     Raises:
         ImageError: a file cannot be decoded (:func:`fracturelib.data.imageio.read_image`).
     """
-    return [read_image(p, channels=1)[..., 0] for p in rows["path"]]
+    return [read_image(p, channels=1, modalities=None)[..., 0] for p in rows["path"]]
 
 
 def cams_at_input(model, images: np.ndarray, method: str = "gradcam",

@@ -274,7 +274,7 @@ def overlay_gallery(rows: pd.DataFrame, heats, title: str, k: int = 6, caption: 
     if not len(rows):
         print(f"none: {title}")
         return None
-    imgs = [overlay(read_image(p), h) for p, h in zip(rows["path"], heats)]
+    imgs = [overlay(read_image(p, modalities=None), h) for p, h in zip(rows["path"], heats)]
     names = [f"{r.rsplit('/', 1)[-1]} {caption}={v:.2f}" for r, v in zip(rows["relpath"], rows[caption])]
     fig = image_grid(imgs, names, ncols=k, size=2.4, suptitle=title)
     plt.show()

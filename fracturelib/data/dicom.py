@@ -1,0 +1,605 @@
+"""DICOM radiographs: what a hospital archive stores, read into the 8-bit image every other format becomes.
+
+Two steps, so that :mod:`fracturelib.data.imageio` can apply the same policy (geometry, decoding
+budget) to DICOM as to every other format:
+
+* :func:`read_header` parses the file without its pixel data (large values stay on disk) and says,
+  from the header alone, whether it holds a radiograph frame and what decoding it would cost
+  (rows x columns x samples x bytes, for frame 1; the whole pixel data's claimed size is checked
+  against the bytes actually present). Objects without pixels (DICOMDIR, structured reports,
+  presentation states), non-radiograph modalities and 1-bit data are refused here.
+* :func:`decode` decodes frame 1 (pydicom 3 with the pylibjpeg plugins: JPEG baseline / extended /
+  lossless, JPEG-LS, JPEG 2000, RLE; deflated, implicit VR and big endian data sets), applies the
+  Modality LUT (rescale or LUT sequence), then the VOI LUT (LUT sequence, or the first window with
+  VOILUTFunction LINEAR, LINEAR_EXACT or SIGMOID, PS3.3 C.11.2.1.2) into 8 bits; with no VOI, a
+  0.5-99.5 percentile window of the non-padding pixels. MONOCHROME1 is inverted (bone bright),
+  PixelPaddingValue pixels are left out of the window and shown black, colour becomes RGB.
+
+Privacy: nothing read here leaves the module but the image, sizes, a few acquisition fields
+(modality, body part, view, laterality, pixel spacing) and :func:`patient_group`, a keyed hash of
+PatientID (else StudyInstanceUID). Names, IDs, dates, accession numbers, institutions and UIDs are
+never put in a note, a reason or a column; messages from pydicom are scrubbed of every identifying
+value of the file before they are used.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import os
+import re
+import secrets
+import warnings
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from fracturelib import config
+
+#: PS3.10 file: 128-byte preamble then "DICM"
+_MAGIC_AT = 128
+#: explicit VRs, to recognise a raw data set written without preamble or file meta
+_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB", b"OD",
+        b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI",
+        b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_DICOMDIR = "1.2.840.10008.1.3.10"
+#: values that identify a person or a study: never written anywhere (messages are scrubbed of them)
+IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
+               "InstitutionAddress", "ReferringPhysicianName", "OtherPatientIDs", "OtherPatientNames",
+               "PatientAddress", "OperatorsName", "PerformingPhysicianName", "StationName", "StudyID",
+               "DeviceSerialNumber", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+class DicomSkip(Exception):
+    """The file is DICOM but cannot be used; ``str(e)`` is the manifest's reason (no identifying value).
+
+    Attributes:
+        meta: the acquisition fields read before the file was refused (empty when none were).
+    """
+
+    def __init__(self, reason: str, meta: dict | None = None):
+        super().__init__(" ".join(reason.split()))          # one line, whatever a decoder said
+        self.meta = meta or {}
+
+
+def is_dicom(head: bytes) -> bool:
+    """Whether the first bytes of a file are DICOM: the PS3.10 preamble and ``DICM``, or a raw data set
+    written without them (its first element a group 0002 or 0008 tag, little or big endian).
+
+    Args:
+        head: at least the first 132 bytes of the file (fewer when the file is shorter).
+
+    Returns:
+        True for DICOM content, whatever the file's name.
+    """
+    if head[_MAGIC_AT:_MAGIC_AT + 4] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    group_le, group_be = int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")
+    if group_le in (0x0002, 0x0008):
+        element = int.from_bytes(head[2:4], "little")
+        if head[4:6] in _VRS:                          # explicit VR little endian
+            return element < 0x0200
+        length = int.from_bytes(head[4:8], "little")  # implicit VR: a plausible first value length
+        return element < 0x0200 and 0 < length < 1024
+    return group_be == 0x0008 and head[4:6] in _VRS   # explicit VR big endian
+
+
+@dataclass
+class Header:
+    """What :func:`read_header` learnt: enough to apply the budget and geometry before decoding.
+
+    Attributes:
+        dataset: the pydicom data set (pixel data deferred: still on disk).
+        rows, columns, frames, samples, bits_allocated, bits_stored: from the header.
+        photometric: PhotometricInterpretation (``MONOCHROME2`` ...).
+        encapsulated: compressed pixel data (a compressed transfer syntax).
+        cost: bytes that decoding frame 1 and windowing it holds at its peak.
+        notes: what the reader did that a user should know (multi-frame, no window, burnt-in text).
+        meta: the fields that may leave the file (see :data:`META_COLUMNS`).
+    """
+    dataset: object
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    photometric: str
+    encapsulated: bool
+    cost: int
+    notes: list[str] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """The manifest's ``mode`` of a DICOM file: photometric interpretation and stored bits."""
+        return f"{self.photometric} {self.bits_stored}-bit"
+
+
+#: manifest columns a DICOM file fills (empty for other files)
+META_COLUMNS = ["modality", "body_part", "view_position", "laterality", "spacing_row_mm", "spacing_col_mm",
+                "patient_group"]
+
+
+def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budget: int | None = None) -> Header:
+    """Parse a DICOM file's header (pixel data left on disk) and refuse what cannot be a radiograph frame.
+
+    Args:
+        path: a file whose content :func:`is_dicom`.
+        modalities: the Modality codes read (``config.RADIOGRAPH_MODALITIES``); None reads any modality.
+        budget: bytes a deflated data set may inflate to (None: ``config.DECODE_BUDGET_MB``).
+
+    Returns:
+        The :class:`Header`.
+
+    Raises:
+        DicomSkip: the file is unreadable, holds no pixel data, is not a radiograph or lies about its size.
+    """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    path = Path(path)
+    budget = budget if budget is not None else config.DECODE_BUDGET_MB << 20
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds, size = _inflated(path, budget)
+            if ds is None:
+                ds, size = pydicom.dcmread(path, defer_size=1 << 16, force=True), path.stat().st_size
+            ds.get("Modality")               # values are parsed on access: a damaged element fails here
+    except DicomSkip:
+        raise
+    except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as e:
+        raise DicomSkip(f"corrupt DICOM: the header cannot be read ({type(e).__name__}); "
+                        "re-export the file from the archive") from None
+    meta = _meta(ds)
+    notes = []
+    sop = _sop_name(ds)
+    if not any(t in ds for t in _PIXEL_TAGS):
+        raise DicomSkip(f"no pixel data: a DICOM {sop} object, not an image", meta)
+    if "PixelData" not in ds:
+        raise DicomSkip("float pixel data (FloatPixelData) is not a radiograph this reader uses", meta)
+    modality = meta["modality"]
+    if modalities is not None and modality and modality not in modalities:
+        raise DicomSkip(f"modality {modality} is not a radiograph (read it with --modalities {modality})", meta)
+    if not modality:
+        notes.append("no Modality in the header")
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits_alloc, bits_stored = int(ds.BitsAllocated), int(ds.get("BitsStored", ds.BitsAllocated))
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
+    except (AttributeError, TypeError, ValueError):
+        raise DicomSkip("corrupt DICOM: Rows, Columns or BitsAllocated missing or not a number; "
+                        "re-export the file from the archive") from None
+    if bits_alloc == 1:
+        raise DicomSkip("1-bit pixels (BitsAllocated 1): a mask or overlay, not a radiograph")
+    if bits_alloc not in (8, 16, 32) or not 1 <= bits_stored <= bits_alloc or samples not in (1, 3) \
+            or rows < 1 or cols < 1 or frames < 1:
+        raise DicomSkip(f"unsupported pixel format: BitsAllocated {bits_alloc}, BitsStored {bits_stored}, "
+                        f"SamplesPerPixel {samples}, {rows}x{cols}, {frames} frame(s)")
+    known = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
+    if photometric not in known:
+        raise DicomSkip(f"unsupported PhotometricInterpretation {_code(photometric)}")
+    frame_bytes = rows * cols * samples * (bits_alloc // 8)
+    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "") if hasattr(ds, "file_meta") else ""
+    encapsulated = bool(ts) and _is_compressed(ts)
+    try:
+        _check_pixel_bytes(ds, size, frame_bytes, frames, encapsulated)
+    except DicomSkip as e:
+        raise DicomSkip(str(e), meta) from None
+    if frames > 1:
+        notes.append(f"multi-frame ({frames} frames): frame 1 used")
+    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
+        notes.append("BurnedInAnnotation YES: the pixels may show identifying text")
+    # frame 1 as stored (or decompressed), its int64/float copy for the LUTs, the 8-bit result
+    cost = frame_bytes + rows * cols * samples * 9 + rows * cols * 3
+    return Header(ds, rows, cols, frames, samples, bits_alloc, bits_stored, photometric, encapsulated, cost,
+                  notes, meta)
+
+
+def _inflated(path: Path, budget: int):
+    """A deflated data set inflated here, a chunk at a time up to ``budget`` bytes (pydicom inflates the
+    whole stream at once: a small file could claim gigabytes), and its inflated size; (None, 0) for every
+    other transfer syntax."""
+    import pydicom
+    from pydicom.filereader import read_dataset, read_preamble
+    with open(path, "rb") as f:
+        head = f.read(_MAGIC_AT + 4)
+        if head[_MAGIC_AT:] != b"DICM":
+            return None, 0
+        f.seek(0)
+        read_preamble(f, force=False)
+        meta = pydicom.filereader._read_file_meta_info(f)
+        if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED:
+            return None, 0
+        inflate, out, total = zlib.decompressobj(-zlib.MAX_WBITS), [], 0
+        while chunk := f.read(1 << 20):
+            while chunk:
+                part = inflate.decompress(chunk, 1 << 22)
+                total += len(part)
+                if total > budget:
+                    raise DicomSkip(f"deflated data inflates past the decoding budget of {budget >> 20} MB "
+                                    "(config.DECODE_BUDGET_MB); not decoded")
+                out.append(part)
+                chunk = inflate.unconsumed_tail
+    ds = read_dataset(io.BytesIO(b"".join(out)), is_implicit_VR=False, is_little_endian=True)
+    ds = pydicom.FileDataset(str(path), ds, file_meta=meta, preamble=head[:_MAGIC_AT])
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    return ds, total
+
+
+def _is_compressed(ts: str) -> bool:
+    from pydicom.uid import UID
+    try:
+        return UID(ts).is_compressed
+    except Exception:  # noqa: BLE001 - an unknown UID: pydicom decides when decoding
+        return False
+
+
+def _check_pixel_bytes(ds, size: int, frame_bytes: int, frames: int, encapsulated: bool) -> None:
+    """Refuse pixel data whose header claims more bytes than the data set holds (``size``: the file's, or
+    the inflated stream's) — a lying or cut file."""
+    elem = ds.get_item("PixelData")
+    length = getattr(elem, "length", None)
+    where = getattr(elem, "value_tell", None)
+    if encapsulated or length in (None, 0xFFFFFFFF):
+        if length == 0:
+            raise DicomSkip("no pixel data: the PixelData element is empty")
+        return
+    have = length if where is None else max(0, min(length, size - where))
+    if have < frame_bytes:
+        raise DicomSkip(f"truncated pixel data: the header claims {frames} frame(s) of {frame_bytes:,} bytes "
+                        f"({int(ds.Rows)}x{int(ds.Columns)}, {int(ds.BitsAllocated)} bits), the file holds "
+                        f"{have:,}; re-export the file")
+
+
+def decode(h: Header, keep_image: bool = True):
+    """Frame 1 of a checked header, windowed into 8 bits (see the module's docstring for the rules).
+
+    Args:
+        h: from :func:`read_header`, after the caller reserved ``h.cost`` from its decoding budget.
+        keep_image: False decodes only to verify (the image is still returned).
+
+    Returns:
+        (PIL image, "L" or "RGB", the file's size; notes, a list of strings).
+
+    Raises:
+        DicomSkip: the pixel data cannot be decoded.
+    """
+    from PIL import Image
+    ds, notes = h.dataset, []
+    _check_codestream(h)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pydicom.pixels import pixel_array
+            arr = pixel_array(ds, index=0 if h.frames > 1 else None)
+    except MemoryError:
+        raise DicomSkip(f"out of memory decoding {h.columns}x{h.rows} px; downscale the file") from None
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a skipped file
+        raise DicomSkip(f"corrupt DICOM pixel data: decoding failed ({type(e).__name__}: "
+                        f"{scrub(str(e), ds)[:200]})") from None
+    if arr.ndim == 3 and h.samples == 1:        # a multi-frame array when only one frame was asked
+        arr = arr[0]
+    if arr.shape[:2] != (h.rows, h.columns):
+        raise DicomSkip(f"corrupt DICOM pixel data: decoded {arr.shape[1]}x{arr.shape[0]} px, header says "
+                        f"{h.columns}x{h.rows}")
+    if h.samples == 3 or h.photometric == "PALETTE COLOR":
+        out = _colour(arr, h)
+        return Image.fromarray(out, "RGB"), notes
+    pad = _padding_mask(arr, ds)
+    values = _modality(arr, ds)
+    out, how = _voi(values, ds, pad)
+    if how:
+        notes.append(how)
+    if h.photometric == "MONOCHROME1":
+        out = 255 - out
+    if pad is not None:
+        out[pad] = 0
+    return Image.fromarray(out, "L"), notes
+
+
+def _check_codestream(h: Header) -> None:
+    """A compressed frame whose own header claims another size than the DICOM header is refused before
+    the decoder allocates for it (JPEG SOF, JPEG-LS SOF55 and JPEG 2000 SIZ are read; RLE decodes into
+    the DICOM header's size)."""
+    if not h.encapsulated:
+        return
+    from pydicom.encaps import get_frame
+    try:
+        frame = get_frame(h.dataset.PixelData, 0, number_of_frames=h.frames)
+    except Exception as e:  # noqa: BLE001
+        raise DicomSkip(f"corrupt DICOM pixel data: frame 1 cannot be found ({type(e).__name__})") from None
+    size = codestream_size(bytes(frame[:1 << 16]))
+    if size and size != (h.columns, h.rows):
+        raise DicomSkip(f"corrupt DICOM pixel data: the compressed frame is {size[0]}x{size[1]} px, the header "
+                        f"says {h.columns}x{h.rows}; not decoded")
+
+
+def codestream_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) that a JPEG / JPEG-LS or JPEG 2000 codestream declares, from its first bytes.
+
+    Args:
+        data: the start of the codestream (its SOF or SIZ marker is within the first kilobytes).
+
+    Returns:
+        (width, height), or None when the format is not one of these or no size marker was found.
+    """
+    if data[:2] == b"\xff\x4f":                                # JPEG 2000: SOC, then SIZ
+        if data[2:4] == b"\xff\x51" and len(data) >= 24:
+            x, y = int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")
+            xo, yo = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            return x - xo, y - yo
+        return None
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2
+            continue
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    return None
+
+
+def _colour(arr: np.ndarray, h: Header) -> np.ndarray:
+    """RGB uint8 from RGB / YBR (pydicom converts YBR) or palette colour data."""
+    if h.photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+        arr = apply_color_lut(arr, h.dataset)
+        bits = 16 if arr.dtype.itemsize > 1 else 8
+    else:
+        bits = h.bits_stored
+    if bits > 8:
+        arr = np.rint(arr.astype(np.float32) * (255.0 / (2 ** bits - 1)))
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def _padding_mask(arr: np.ndarray, ds) -> np.ndarray | None:
+    """Pixels at PixelPaddingValue (through PixelPaddingRangeLimit): outside the patient, not windowed."""
+    if "PixelPaddingValue" not in ds:
+        return None
+    try:
+        a, b = int(ds.PixelPaddingValue), int(ds.get("PixelPaddingRangeLimit", ds.PixelPaddingValue))
+    except (TypeError, ValueError):
+        return None
+    mask = (arr >= min(a, b)) & (arr <= max(a, b))
+    return mask if mask.any() and not mask.all() else None
+
+
+def _modality(arr: np.ndarray, ds) -> np.ndarray:
+    """Stored values -> modality values (the LUT sequence, else slope and intercept), float64."""
+    if "ModalityLUTSequence" in ds:
+        from pydicom.pixels import apply_modality_lut
+        return apply_modality_lut(arr, ds).astype(np.float64)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    out = arr.astype(np.float64)
+    if slope != 1:
+        out *= slope
+    if intercept:
+        out += intercept
+    return out
+
+
+def _first(value) -> float:
+    """The first of a multi-valued window attribute."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def _voi(x: np.ndarray, ds, pad: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """Modality values -> 8 bits by the VOI LUT sequence, the first window, or a percentile window.
+
+    Returns:
+        (uint8 image, a note when the window was not the file's own or was one of several).
+    """
+    if "VOILUTSequence" in ds:
+        from pydicom.pixels import apply_voi
+        item = ds.VOILUTSequence[0]
+        desc = [int(v) for v in item.LUTDescriptor]
+        lut = np.asarray(item.LUTData, dtype=np.float64)
+        lo, hi = float(lut.min()), float(lut.max())
+        try:
+            y = apply_voi(x.astype(np.int64) if desc[1] >= 0 else x, ds, index=0).astype(np.float64)
+        except Exception:  # noqa: BLE001 - a broken LUT: fall back to the data's own range
+            return _percentile(x, pad), "VOI LUT unreadable: 0.5-99.5 percentile window of the pixels"
+        return _scale(y, lo, hi), ""
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        try:
+            c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        except (TypeError, ValueError, IndexError):
+            c, w = 0.0, 0.0
+        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+        note = "first of several windows used" if _count(ds.WindowCenter) > 1 else ""
+        if w >= 1 or (function != "LINEAR" and w > 0):
+            return window(x, c, w, function), note
+        return _percentile(x, pad), "window width not usable: 0.5-99.5 percentile window of the pixels"
+    return _percentile(x, pad), "no window in the file: 0.5-99.5 percentile window of the pixels"
+
+
+def _count(value) -> int:
+    try:
+        return len(value) if not isinstance(value, (str, bytes, int, float)) else 1
+    except TypeError:
+        return 1
+
+
+def window(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """A VOI window into 8 bits (DICOM PS3.3 C.11.2.1.2 with an output range of 0..255).
+
+    Args:
+        x: modality values.
+        center, width: WindowCenter and WindowWidth (width >= 1 for LINEAR, > 0 otherwise).
+        function: VOILUTFunction: ``LINEAR``, ``LINEAR_EXACT`` or ``SIGMOID`` (others are read as LINEAR).
+
+    Returns:
+        uint8 array of ``x``'s shape.
+    """
+    if function == "SIGMOID":
+        y = 255.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700, 700)))
+    elif function == "LINEAR_EXACT":
+        y = (x - center) / width * 255.0 + 127.5
+    else:
+        y = ((x - (center - 0.5)) / max(width - 1.0, 1e-9) + 0.5) * 255.0
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def _percentile(x: np.ndarray, pad: np.ndarray | None) -> np.ndarray:
+    """A robust window: the 0.5 and 99.5 percentiles of the non-padding pixels (a subsample of them)."""
+    step = max(1, int(np.sqrt(x.size / 1_000_000)))
+    sample = x[::step, ::step] if pad is None else x[::step, ::step][~pad[::step, ::step]]
+    if sample.size == 0:
+        sample = x.ravel()
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    return _scale(x, float(lo), float(hi))
+
+
+def _scale(y: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(y.shape, np.uint8)
+    return np.clip(np.rint((y - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- what may leave the file
+
+def _code(value) -> str:
+    """A coded header value made safe for a note: letters, digits, space, ``_`` and ``-``, 32 characters."""
+    return re.sub(r"[^A-Za-z0-9 _-]", "", str(value or "")).strip().upper()[:32]
+
+
+def _spacing(ds) -> tuple[float | None, float | None]:
+    """(row, column) spacing in mm: PixelSpacing (calibrated) when present, else ImagerPixelSpacing."""
+    for name in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(name)
+        try:
+            r, c = float(value[0]), float(value[1])
+        except (TypeError, ValueError, IndexError, KeyError):
+            continue
+        if 0 < r < 100 and 0 < c < 100:
+            return round(r, 6), round(c, 6)
+    return None, None
+
+
+def _meta(ds) -> dict:
+    """The acquisition fields that may be written (see :data:`META_COLUMNS`)."""
+    def get(name):
+        try:
+            return _code(ds.get(name, ""))
+        except Exception:  # noqa: BLE001 - a damaged value is an empty one
+            return ""
+    row, col = _spacing(ds)
+    laterality = get("Laterality") or get("ImageLaterality")
+    return {"modality": get("Modality"), "body_part": get("BodyPartExamined"),
+            "view_position": get("ViewPosition"), "laterality": laterality,
+            "spacing_row_mm": row, "spacing_col_mm": col, "patient_group": patient_group(_identity(ds))}
+
+
+def _identity(ds) -> str:
+    for name in ("PatientID", "StudyInstanceUID"):
+        try:
+            value = str(ds.get(name, "") or "").strip()
+        except Exception:  # noqa: BLE001
+            value = ""
+        if value:
+            return f"{name}:{value}"
+    return ""
+
+
+def _sop_name(ds) -> str:
+    """The SOP class's name (DICOMDIR, Basic Text SR ...), never its UID."""
+    from pydicom.uid import UID
+    uid = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None) or {}, "get",
+                                                         lambda *_: "")("MediaStorageSOPClassUID", "") or "")
+    if uid == _DICOMDIR or "DirectoryRecordSequence" in ds:
+        return "DICOMDIR (media directory)"
+    try:
+        name = UID(uid).name if uid else ""
+    except Exception:  # noqa: BLE001
+        name = ""
+    return name if name and name != uid else "object of unknown class"
+
+
+def scrub(text: str, ds) -> str:
+    """``text`` with every identifying value of ``ds`` (names, IDs, dates, UIDs) replaced by ``...``.
+
+    Args:
+        text: a message that may quote header values (a pydicom exception, a warning).
+        ds: the data set the message is about.
+
+    Returns:
+        The message safe to write.
+    """
+    values = set()
+    try:
+        for elem in ds.iterall():
+            if elem.VR == "UI" or elem.keyword in IDENTIFYING:
+                v = elem.value
+                for item in (v if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]):
+                    s = str(item or "").strip()
+                    if len(s) >= 3:
+                        values.add(s)
+    except Exception:  # noqa: BLE001 - a damaged data set: drop anything that looks like a UID
+        text = re.sub(r"\d+(\.\d+){3,}", "...", text)
+    for s in sorted(values, key=len, reverse=True):
+        text = text.replace(s, "...")
+    return text
+
+
+def _salt() -> bytes:
+    """The key of :func:`patient_group`: ``FRACTURELIB_PATIENT_SALT``, else a random key kept in
+    ``config.PATIENT_SALT_FILE`` (created on first use, readable by its owner only)."""
+    env = os.environ.get("FRACTURELIB_PATIENT_SALT")
+    if env:
+        return env.encode("utf-8")
+    path = Path(config.PATIENT_SALT_FILE).expanduser()
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+    except FileExistsError:                 # another thread or process made it first
+        return path.read_bytes().strip()
+    except OSError:                         # a read-only home: a key for this process only
+        global _PROCESS_KEY
+        _PROCESS_KEY = _PROCESS_KEY or key
+        return _PROCESS_KEY
+    return key
+
+
+_PROCESS_KEY = b""
+
+
+def patient_group(identity: str) -> str:
+    """A keyed hash (HMAC-SHA256) of a patient's identity: equal for one patient's images, and not
+    reversible by hashing candidate IDs without the key.
+
+    Args:
+        identity: ``"PatientID:<id>"`` or ``"StudyInstanceUID:<uid>"``; "" for none.
+
+    Returns:
+        16 hex digits, or "" when ``identity`` is empty.
+    """
+    if not identity:
+        return ""
+    return hmac.new(_salt(), identity.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
