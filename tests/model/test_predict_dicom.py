@@ -33,18 +33,34 @@ def model(tmp_path_factory):
                              "preprocessing": "test", "threshold": 0.5})
 
 
+@pytest.fixture(scope="module")
+def predictor(model):
+    from fracturelib.app.predict import Predictor
+    return Predictor(model)
+
+
 def _answer(capsys, image, model, out) -> dict:
     assert main(["predict", str(image), "--model", str(model), "--json", "--overlay-dir", str(out)]) == 0
     return json.loads(capsys.readouterr().out)
 
 
+def test_predict_json_on_a_dicom_is_the_png_s_answer(model, tmp_path, capsys):
+    source = dcm.source_image(index=5, long_side=160)
+    Image.fromarray(source).save(tmp_path / "source.png")
+    case = dcm.write_dicom(tmp_path / "image.dcm", source, **VARIANTS["MONOCHROME1 12-bit rescaled"])
+    want = _answer(capsys, tmp_path / "source.png", model, tmp_path / "o1")
+    got = _answer(capsys, case.path, model, tmp_path / "o2")
+    assert (got["class"], got["confidence"]) == (want["class"], pytest.approx(want["confidence"], abs=0.01))
+    assert got["pixel_spacing_mm"] == [0.143, 0.143] and "pixel_spacing_mm" not in want
+
+
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_dicom_answers_as_the_png_of_the_same_image(model, tmp_path, capsys, name):
+def test_dicom_answers_as_the_png_of_the_same_image(predictor, tmp_path, name):
     source = dcm.source_image(index=5, long_side=160)
     png = tmp_path / "source.png"
     Image.fromarray(source).save(png)
     case = dcm.write_dicom(tmp_path / "image.dcm", source, **VARIANTS[name])
-    want, got = _answer(capsys, png, model, tmp_path / "o1"), _answer(capsys, case.path, model, tmp_path / "o2")
+    want, got = predictor.analyse(png).fields, predictor.analyse(case.path).fields
     assert got["class"] == want["class"]
     assert got["confidence"] == pytest.approx(want["confidence"], abs=0.01)
     assert got["fracture_point"] == pytest.approx(want["fracture_point"], abs=2)
