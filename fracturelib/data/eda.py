@@ -76,22 +76,42 @@ def intensity_stats(df: pd.DataFrame, per_class: int = 150, size: int = 128,
 
 
 def metadata_tables(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """FracAtlas: body region, view and hardware against the label (empty dict elsewhere).
+    """FracAtlas: body region, view and hardware against the label; DICOM: modality, body part, view,
+    laterality and images per patient against the label (empty dict without either).
 
     Args:
-        df: the scan manifest, with FracAtlas metadata columns when present.
+        df: the scan manifest, with FracAtlas metadata or DICOM columns when present.
 
     Returns:
-        Dict table name (``body region``, ``view``, ``hardware``, ``multiscan``) -> counts per label.
+        Dict table name (``body region``, ``view``, ``hardware``, ``multiscan``; ``DICOM modality`` ...,
+        ``images per patient``) -> counts per label.
     """
+    out = _dicom_tables(usable(df)) if "patient_group" in df else {}
     if "hand" not in df:
-        return {}
+        return out
     ok = usable(df)
-    out = {}
     for name, cols in (("body region", REGIONS), ("view", VIEWS)):
         out[name] = pd.DataFrame({c: ok[ok[c] == 1].groupby("label").size() for c in cols}).T.fillna(0).astype(int)
     out["hardware"] = pd.crosstab(ok["hardware"].map({0: "no", 1: "yes"}), ok["label"])
     out["multiscan"] = pd.crosstab(ok["multiscan"].map({0: "no", 1: "yes"}), ok["label"])
+    for t in out.values():
+        t.index.name = None
+    return out
+
+
+def _dicom_tables(ok: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The DICOM fields per label (files that are not DICOM count as "not DICOM"), and how many images
+    each patient has (a patient is one group of the splits: many images a patient means fewer
+    independent cases than images)."""
+    dicom = ok["format"] == "DICOM"
+    out = {}
+    for col in ("modality", "body_part", "view_position", "laterality"):
+        values = ok[col].where(ok[col] != "", "(not stated)").where(dicom, "not DICOM")
+        out[f"DICOM {col.replace('_', ' ')}"] = pd.crosstab(values, ok["label"])
+    patients = ok.loc[dicom & (ok["patient_group"] != "")]
+    if len(patients):
+        per = patients.groupby("patient_group").size()
+        out["images per patient"] = per.value_counts().sort_index().rename("patients").to_frame()
     for t in out.values():
         t.index.name = None
     return out

@@ -110,3 +110,14 @@ def test_a_patient_on_both_sides_of_a_given_split_is_a_leak(tmp_path):
     assert d.loc[d["split"] == "test", "leak"].all()              # the second patient of each class
     fractured = d[(d["label"] == "fractured") & (d["dup_group"] < 0)]  # no copy links these to another patient
     assert fractured["leak"].sum() == 2 and set(fractured.loc[fractured["leak"], "split"]) == {"test"}
+
+
+def test_eda_tables_count_dicom_fields_and_images_per_patient(tmp_path):
+    from fracturelib.data import eda
+    write_radiographs(tmp_path, per_class=6, per_patient=2)
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "fractured" / "plain.png")
+    tables = eda.metadata_tables(build_manifest(tmp_path, progress=False))
+    assert tables["DICOM modality"].loc["DX"].tolist() == [6, 6]
+    assert tables["DICOM modality"].loc["not DICOM", "fractured"] == 1
+    assert tables["DICOM view position"].index.tolist() == ["(not stated)", "not DICOM"]
+    assert tables["images per patient"].to_dict() == {"patients": {2: 6}}
