@@ -157,11 +157,13 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as e:
         raise DicomSkip(f"corrupt DICOM: the header cannot be read ({type(e).__name__}); "
                         "re-export the file from the archive") from None
+    _declare_syntax(ds)
     meta = _meta(ds)
     notes = []
     sop = _sop_name(ds)
     if not any(t in ds for t in _PIXEL_TAGS):
-        raise DicomSkip(f"no pixel data: a DICOM {sop} object, not an image", meta)
+        raise DicomSkip(f"no pixel data: a DICOM object {sop}, not an image" if sop == "of unknown class"
+                        else f"no pixel data: a DICOM {sop} object, not an image", meta)
     if "PixelData" not in ds:
         raise DicomSkip("float pixel data (FloatPixelData) is not a radiograph this reader uses", meta)
     modality = meta["modality"]
@@ -188,6 +190,8 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
     if photometric not in known:
         raise DicomSkip(f"unsupported PhotometricInterpretation {_code(photometric)}")
     frame_bytes = rows * cols * samples * (bits_alloc // 8)
+    if photometric == "YBR_FULL_422":      # uncompressed 4:2:2 stores two samples a pixel, not three
+        frame_bytes = frame_bytes * 2 // 3
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "") if hasattr(ds, "file_meta") else ""
     encapsulated = bool(ts) and _is_compressed(ts)
     try:
@@ -204,10 +208,27 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
                   notes, meta)
 
 
+def _declare_syntax(ds) -> None:
+    """A data set read without file meta (no preamble, no group 0002) gets the transfer syntax it was
+    found to be written in, which decoding needs (implicit or explicit VR, little or big endian)."""
+    import pydicom
+    from pydicom import uid
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    if "TransferSyntaxUID" in ds.file_meta:
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if implicit is None:
+        implicit, little = True, True
+    ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
+                                      uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+
+
 def _inflated(path: Path, budget: int):
     """A deflated data set inflated here, a chunk at a time up to ``budget`` bytes (pydicom inflates the
     whole stream at once: a small file could claim gigabytes), and its inflated size; (None, 0) for every
-    other transfer syntax."""
+    other transfer syntax. Parsing holds the stream and a copy of its values: it may inflate to a third of
+    ``budget``."""
     import pydicom
     from pydicom.filereader import read_dataset, read_preamble
     with open(path, "rb") as f:
@@ -224,12 +245,14 @@ def _inflated(path: Path, budget: int):
             while chunk:
                 part = inflate.decompress(chunk, 1 << 22)
                 total += len(part)
-                if total > budget:
-                    raise DicomSkip(f"deflated data inflates past the decoding budget of {budget >> 20} MB "
-                                    "(config.DECODE_BUDGET_MB); not decoded")
+                if total > budget // 3:
+                    raise DicomSkip(f"deflated data inflates past a third of the decoding budget of "
+                                    f"{budget >> 20} MB (config.DECODE_BUDGET_MB); not decoded")
                 out.append(part)
                 chunk = inflate.unconsumed_tail
-    ds = read_dataset(io.BytesIO(b"".join(out)), is_implicit_VR=False, is_little_endian=True)
+    data = b"".join(out)
+    del out                                 # the chunks go before the values are parsed
+    ds = read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
     ds = pydicom.FileDataset(str(path), ds, file_meta=meta, preamble=head[:_MAGIC_AT])
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     return ds, total
@@ -532,7 +555,7 @@ def _sop_name(ds) -> str:
         name = UID(uid).name if uid else ""
     except Exception:  # noqa: BLE001
         name = ""
-    return name if name and name != uid else "object of unknown class"
+    return name if name and name != uid else "of unknown class"
 
 
 def scrub(text: str, ds) -> str:
