@@ -26,9 +26,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import os
 import re
 import secrets
+import tempfile
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -52,6 +55,37 @@ IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"
                "PatientAddress", "OperatorsName", "PerformingPhysicianName", "StationName", "StudyID",
                "DeviceSerialNumber", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+class _Redact(logging.Filter):
+    """pydicom's log lines may quote a header value (an invalid UID, a name): quoted values and
+    UID-like numbers are replaced by ``...`` before any handler sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        text = re.sub(r"'[^']*'|\"[^\"]*\"", "'...'", text)
+        record.msg, record.args = re.sub(r"\d+(\.\d+){2,}", "...", text), ()
+        return True
+
+
+_QUIET = threading.Lock()
+_quieted = False
+
+
+def _quiet_pydicom() -> None:
+    """Before the first DICOM is read: pydicom stops validating values while reading (its complaints
+    quote them: an invalid UID, a malformed date), its other warnings are ignored (per-call
+    ``warnings.catch_warnings`` is not thread-safe) and its log lines are redacted. Process-wide, for
+    pydicom as used by anyone in this process: privacy first."""
+    global _quieted
+    import pydicom.config
+    with _QUIET:
+        if _quieted:
+            return
+        pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+        warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+        logging.getLogger("pydicom").addFilter(_Redact())
+        _quieted = True
 
 
 class DicomSkip(Exception):
@@ -145,13 +179,13 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
     from pydicom.errors import InvalidDicomError
     path = Path(path)
     budget = budget if budget is not None else config.DECODE_BUDGET_MB << 20
+    _quiet_pydicom()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds, size = _inflated(path, budget)
-            if ds is None:
-                ds, size = pydicom.dcmread(path, defer_size=1 << 16, force=True), path.stat().st_size
-            ds.get("Modality")               # values are parsed on access: a damaged element fails here
+        ds, size = _inflated(path, budget)
+        inflated = size if ds is not None else 0
+        if ds is None:
+            ds, size = pydicom.dcmread(path, defer_size=1 << 16, force=True), path.stat().st_size
+        ds.get("Modality")                   # values are parsed on access: a damaged element fails here
     except DicomSkip:
         raise
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OSError, NotImplementedError) as e:
@@ -179,31 +213,32 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
         photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
     except (AttributeError, TypeError, ValueError):
         raise DicomSkip("corrupt DICOM: Rows, Columns or BitsAllocated missing or not a number; "
-                        "re-export the file from the archive") from None
+                        "re-export the file from the archive", meta) from None
     if bits_alloc == 1:
-        raise DicomSkip("1-bit pixels (BitsAllocated 1): a mask or overlay, not a radiograph")
+        raise DicomSkip("1-bit pixels (BitsAllocated 1): a mask or overlay, not a radiograph", meta)
     if bits_alloc not in (8, 16, 32) or not 1 <= bits_stored <= bits_alloc or samples not in (1, 3) \
             or rows < 1 or cols < 1 or frames < 1:
         raise DicomSkip(f"unsupported pixel format: BitsAllocated {bits_alloc}, BitsStored {bits_stored}, "
-                        f"SamplesPerPixel {samples}, {rows}x{cols}, {frames} frame(s)")
+                        f"SamplesPerPixel {samples}, {rows}x{cols}, {frames} frame(s)", meta)
     known = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "PALETTE COLOR")
     if photometric not in known:
-        raise DicomSkip(f"unsupported PhotometricInterpretation {_code(photometric)}")
+        raise DicomSkip(f"unsupported PhotometricInterpretation {_code(photometric)}", meta)
     frame_bytes = rows * cols * samples * (bits_alloc // 8)
     if photometric == "YBR_FULL_422":      # uncompressed 4:2:2 stores two samples a pixel, not three
         frame_bytes = frame_bytes * 2 // 3
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "") if hasattr(ds, "file_meta") else ""
     encapsulated = bool(ts) and _is_compressed(ts)
     try:
-        _check_pixel_bytes(ds, size, frame_bytes, frames, encapsulated)
+        held = _check_pixel_bytes(ds, size, frame_bytes, frames, encapsulated)
     except DicomSkip as e:
         raise DicomSkip(str(e), meta) from None
     if frames > 1:
         notes.append(f"multi-frame ({frames} frames): frame 1 used")
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
         notes.append("BurnedInAnnotation YES: the pixels may show identifying text")
-    # frame 1 as stored (or decompressed), its int64/float copy for the LUTs, the 8-bit result
-    cost = frame_bytes + rows * cols * samples * 9 + rows * cols * 3
+    # the pixel data as read (all frames: pydicom loads the element whole), the inflated data set of a
+    # deflated file, frame 1 decoded, its float64 copy for the LUTs, and the 8-bit result
+    cost = held + inflated + frame_bytes + rows * cols * samples * 9 + rows * cols * 3
     return Header(ds, rows, cols, frames, samples, bits_alloc, bits_stored, photometric, encapsulated, cost,
                   notes, meta)
 
@@ -266,29 +301,30 @@ def _is_compressed(ts: str) -> bool:
         return False
 
 
-def _check_pixel_bytes(ds, size: int, frame_bytes: int, frames: int, encapsulated: bool) -> None:
+def _check_pixel_bytes(ds, size: int, frame_bytes: int, frames: int, encapsulated: bool) -> int:
     """Refuse pixel data whose header claims more bytes than the data set holds (``size``: the file's, or
-    the inflated stream's) — a lying or cut file."""
+    the inflated stream's) — a lying or cut file. Returns the bytes the PixelData element will hold in
+    memory when read (at most ``size``)."""
     elem = ds.get_item("PixelData")
     length = getattr(elem, "length", None)
     where = getattr(elem, "value_tell", None)
+    if length == 0:
+        raise DicomSkip("no pixel data: the PixelData element is empty")
     if encapsulated or length in (None, 0xFFFFFFFF):
-        if length == 0:
-            raise DicomSkip("no pixel data: the PixelData element is empty")
-        return
+        return size if where is None else max(0, size - where)
     have = length if where is None else max(0, min(length, size - where))
-    if have < frame_bytes:
+    if have < frame_bytes * frames:
         raise DicomSkip(f"truncated pixel data: the header claims {frames} frame(s) of {frame_bytes:,} bytes "
                         f"({int(ds.Rows)}x{int(ds.Columns)}, {int(ds.BitsAllocated)} bits), the file holds "
                         f"{have:,}; re-export the file")
+    return have
 
 
-def decode(h: Header, keep_image: bool = True):
+def decode(h: Header):
     """Frame 1 of a checked header, windowed into 8 bits (see the module's docstring for the rules).
 
     Args:
         h: from :func:`read_header`, after the caller reserved ``h.cost`` from its decoding budget.
-        keep_image: False decodes only to verify (the image is still returned).
 
     Returns:
         (PIL image, "L" or "RGB", the file's size; notes, a list of strings).
@@ -300,10 +336,8 @@ def decode(h: Header, keep_image: bool = True):
     ds, notes = h.dataset, []
     _check_codestream(h)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from pydicom.pixels import pixel_array
-            arr = pixel_array(ds, index=0 if h.frames > 1 else None)
+        from pydicom.pixels import pixel_array
+        arr = pixel_array(ds, index=0 if h.frames > 1 else None)
     except MemoryError:
         raise DicomSkip(f"out of memory decoding {h.columns}x{h.rows} px; downscale the file") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a skipped file
@@ -427,7 +461,8 @@ def _first(value) -> float:
 
 
 def _voi(x: np.ndarray, ds, pad: np.ndarray | None) -> tuple[np.ndarray, str]:
-    """Modality values -> 8 bits by the VOI LUT sequence, the first window, or a percentile window.
+    """Modality values -> 8 bits by the VOI LUT sequence (its output stretched from its smallest to its
+    largest entry: LUTs often declare 16 bits but use 12), the first window, or a percentile window.
 
     Returns:
         (uint8 image, a note when the window was not the file's own or was one of several).
@@ -478,8 +513,10 @@ def window(x: np.ndarray, center: float, width: float, function: str = "LINEAR")
         y = 255.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700, 700)))
     elif function == "LINEAR_EXACT":
         y = (x - center) / width * 255.0 + 127.5
+    elif width <= 1:                          # LINEAR with width 1: a threshold at center - 0.5
+        y = np.where(x > center - 0.5, 255.0, 0.0)
     else:
-        y = ((x - (center - 0.5)) / max(width - 1.0, 1e-9) + 0.5) * 255.0
+        y = ((x - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0
     return np.clip(np.rint(y), 0, 255).astype(np.uint8)
 
 
@@ -584,33 +621,50 @@ def scrub(text: str, ds) -> str:
     return text
 
 
+_KEY_LOCK = threading.Lock()
+_KEY: dict[str, bytes] = {}
+
+
 def _salt() -> bytes:
     """The key of :func:`patient_group`: ``FRACTURELIB_PATIENT_SALT``, else a random key kept in
-    ``config.PATIENT_SALT_FILE`` (created on first use, readable by its owner only)."""
+    ``config.PATIENT_SALT_FILE``, created on first use, readable by its owner only. It is written whole
+    to a temporary file and linked into place, so that scan threads or two processes creating it at once
+    all read the same complete key; read once per process and path."""
     env = os.environ.get("FRACTURELIB_PATIENT_SALT")
     if env:
         return env.encode("utf-8")
     path = Path(config.PATIENT_SALT_FILE).expanduser()
+    with _KEY_LOCK:
+        if str(path) not in _KEY:
+            _KEY[str(path)] = _read_or_create_key(path)
+        return _KEY[str(path)]
+
+
+def _read_or_create_key(path: Path) -> bytes:
     try:
-        return path.read_bytes().strip()
+        key = path.read_bytes().strip()
+        if len(key) >= 32:
+            return key
+        raise OSError(f"{path}: the patient-group key is shorter than 32 bytes; delete it to make a new one")
     except FileNotFoundError:
         pass
     key = secrets.token_hex(32).encode()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key)
-    except FileExistsError:                 # another thread or process made it first
-        return path.read_bytes().strip()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".patient_salt.")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)                # fails when another writer was first: theirs is used
+        except FileExistsError:
+            return path.read_bytes().strip()
+        finally:
+            os.unlink(tmp)
     except OSError:                         # a read-only home: a key for this process only
-        global _PROCESS_KEY
-        _PROCESS_KEY = _PROCESS_KEY or key
-        return _PROCESS_KEY
+        pass
     return key
-
-
-_PROCESS_KEY = b""
 
 
 def patient_group(identity: str) -> str:
@@ -621,8 +675,9 @@ def patient_group(identity: str) -> str:
         identity: ``"PatientID:<id>"`` or ``"StudyInstanceUID:<uid>"``; "" for none.
 
     Returns:
-        16 hex digits, or "" when ``identity`` is empty.
+        "p" and 16 hex digits, or "" when ``identity`` is empty.
     """
     if not identity:
         return ""
-    return hmac.new(_salt(), identity.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()[:16]
+    digest = hmac.new(_salt(), identity.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+    return "p" + digest[:16]                # the letter keeps CSV readers from taking it for a number

@@ -509,7 +509,7 @@ def _check_dicom(chk: ImageCheck, keep_image: bool, need: int | None, modalities
                         "(config.DECODE_BUDGET_MB); downscale the file")
     try:
         with DECODE_BUDGET.hold(h.cost):
-            im, more = dicom.decode(h, keep_image)
+            im, more = dicom.decode(h)
     except dicom.DicomSkip as e:
         return chk.skip(str(e))
     except MemoryError:
@@ -671,31 +671,12 @@ def read_image(path: str | Path, channels: int = 3, need: int | None = None,
     return read_image_checked(path, channels, need, modalities)[0]
 
 
-def read_image_and_size(path: str | Path, channels: int = 3, need: int | None = None,
-                        modalities=config.RADIOGRAPH_MODALITIES) -> tuple[np.ndarray, tuple[int, int]]:
-    """:func:`read_image` and the file's own (width, height) as displayed: a large JPEG decoded reduced
-    is smaller than the file, and answers about it (a point, a box) are given in the file's pixels.
-
-    Args:
-        path: the file.
-        channels: 1 (grayscale) or 3 (RGB).
-        need: the longer side the caller will use; None: full resolution.
-        modalities: DICOM Modality codes read; None reads any.
-
-    Returns:
-        (the decoded image, (width, height) of the file).
-
-    Raises:
-        ImageError: the file is not usable; the message names it, the reason and the fix.
-    """
-    arr, chk = read_image_checked(path, channels, need, modalities)
-    return arr, (int(chk.width), int(chk.height))
-
-
 def read_image_checked(path: str | Path, channels: int = 3, need: int | None = None,
                        modalities=config.RADIOGRAPH_MODALITIES) -> tuple[np.ndarray, ImageCheck]:
-    """:func:`read_image` and its :class:`ImageCheck` (the file's size, notes, and DICOM ``meta`` such as
-    the pixel spacing), the image itself dropped from the check.
+    """:func:`read_image` and its :class:`ImageCheck`: the file's own (width, height) as displayed (a large
+    JPEG decoded reduced is smaller than the file, and answers about it, a point or a box, are given in
+    the file's pixels), its notes, and DICOM ``meta`` such as the pixel spacing; the image itself is
+    dropped from the check.
 
     Args:
         path: the file.

@@ -84,7 +84,7 @@ def test_scan_notebook_run_and_predict_write_no_identifier(tmp_path, capsys):
     assert leaks(out, printed.out + printed.err) == []
     manifest = pd.read_csv(out / "manifest.csv", keep_default_na=False)
     assert (manifest["status"] == "ok").all() and (manifest["modality"] == "DX").all()
-    assert manifest["patient_group"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert manifest["patient_group"].str.fullmatch(r"p[0-9a-f]{16}").all()
 
 
 def test_one_patient_never_straddles_a_split(tmp_path):
