@@ -152,7 +152,7 @@ def cmd_predict(a) -> int:
     import json
 
     from fracturelib.app.predict import Predictor, format_result, predict_many
-    predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam)
+    predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam, num_threads=a.threads)
     predictor.modalities = _chosen(a.modalities)
     results = predict_many(predictor, a.images, a.overlay_dir)
     if a.json:
@@ -163,6 +163,39 @@ def cmd_predict(a) -> int:
     for r in failed:
         print(f"error: {_shown(r['error'])}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_export(a) -> int:
+    """``fracturelib export``: a saved Keras model (with its localiser and OOD feature extractor) as
+    LiteRT ``.tflite`` files beside it, behind the parity gate.
+
+    Args:
+        a: the parsed arguments (``model``, ``format``, ``quantize``, ``calibration``, ``force``, ``data``,
+            ``out``, ``threads``).
+
+    Returns:
+        0 when written; 1 when the parity gate refused the export (one ``error:`` line with the figures).
+
+    Raises:
+        ModelCardError: the model or its card cannot be used, or the gate cannot be checked without
+            ``--force`` or ``--data`` (``ExportError``).
+    """
+    from fracturelib.models.export import ParityError, export_litert
+    try:
+        res = export_litert(a.model, quantize=a.quantize, calibration=a.calibration, force=a.force,
+                            data_dir=a.data, out=a.out, num_threads=a.threads,
+                            log=lambda m: print(_shown(m), file=sys.stderr))
+    except ParityError as e:
+        print(f"error: {_shown(e)}", file=sys.stderr)
+        return 1
+    size = res.path.stat().st_size / 1e6
+    print(f"written: {_shown(str(res.path))} ({size:.1f} MB, {a.quantize}) and its card "
+          f"{_shown(res.path.name)}.json" + "".join(f"; {k}: {_shown(str(v))}" for k, v in res.companions.items()))
+    if res.passed is None:
+        print("parity: NOT checked (--force); the card says so")
+    elif not res.passed:
+        print("parity gate FAILED, written because of --force; the card says so")
+    return 0
 
 
 def cmd_serve(a) -> int:
@@ -254,18 +287,36 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify images with a saved model: is it a radiograph, the answer, where "
                         "(overlay)")
     pr.add_argument("images", nargs="+")
-    pr.add_argument("--model", default=None, help="a .keras model with its .json card "
-                    "(default: the binary model whose card notebook 02 marked preferred, in models/)")
+    pr.add_argument("--model", default=None, help="a .keras model with its .json card, or a .tflite "
+                    "(fracturelib export) run by LiteRT without TensorFlow (default: the binary model whose "
+                    "card notebook 02 marked preferred, in models/)")
     pr.add_argument("--localiser", default=None, help="the box-trained localiser for 'where' (default: "
                     "the one the model's card names, written by notebook 04; else the CAM's peak)")
     pr.add_argument("--overlay-dir", "--gradcam-dir", dest="overlay_dir", default=None,
                     help="where overlays go (default: ./overlays); an input is never overwritten")
     from fracturelib.explain import cams
     pr.add_argument("--cam", default="gradcam", choices=cams.names(), metavar="NAME",
-                    help=f"heatmap method: {', '.join(cams.names())} (default: gradcam)")
+                    help=f"heatmap method: {', '.join(cams.names())} (default: gradcam); CAMs are a "
+                    "Keras-model feature: with a .tflite model the heat is the localiser's")
+    pr.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="LiteRT interpreter threads for a .tflite model (default: $FRACTURELIB_LITERT_THREADS or 2)")
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--modalities", type=_modalities, default=None, metavar="CODES", help=MODALITIES_HELP)
     pr.set_defaults(func=cmd_predict)
+    ex = sub.add_parser("export", help="a saved model (and its localiser and OOD features) as LiteRT .tflite, "
+                        "checked against the Keras model on its validation images")
+    ex.add_argument("model", help="the .keras model (its card beside it)")
+    ex.add_argument("--format", default="litert", choices=["litert"])
+    ex.add_argument("--quantize", default="none", choices=["none", "float16", "int8"],
+                    help="none (float32), float16 weights, or int8 (calibrated on training images of every class)")
+    ex.add_argument("--calibration", type=int, default=200, metavar="N", help="int8 calibration images (default 200)")
+    ex.add_argument("--data", default=None, metavar="DIR", help="the data folder the model was trained on (default: "
+                    "the card's, under dataset/ or the shared data folder)")
+    ex.add_argument("--force", action="store_true", help="write even when the parity gate fails or cannot be "
+                    "checked (the card says so)")
+    ex.add_argument("--out", default=None, help="the .tflite to write (default: <model>.tflite beside the model)")
+    ex.add_argument("--threads", type=int, default=None, metavar="N", help="LiteRT threads for the parity check")
+    ex.set_defaults(func=cmd_export)
     from fracturelib import config
     r = sub.add_parser("run", help="execute the notebooks with papermill and write HTML reports")
     r.add_argument("--profile", default="quick", help="quick (embedded data), full, ci, or a YAML path")

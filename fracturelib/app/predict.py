@@ -89,24 +89,6 @@ def prepare(path: str | Path, card: ModelCard,
     return x, img
 
 
-def prepare_sized(path: str | Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """:func:`prepare` plus the file's own (width, height) as displayed, so that answers given in the
-    decoded image's pixels can be reported in the file's.
-
-    Args:
-        path: the image file.
-        card: the model's card.
-
-    Returns:
-        (model input, decoded image, (width, height) of the file).
-
-    Raises:
-        ImageError: the file is not usable.
-    """
-    x, img, chk = prepare_checked(path, card)
-    return x, img, (int(chk.width), int(chk.height))
-
-
 def prepare_checked(path: str | Path, card: ModelCard, modalities=config.RADIOGRAPH_MODALITIES):
     """:func:`prepare` plus the file's check: its own size as displayed and, for DICOM, ``meta`` (the
     pixel spacing that turns a point into millimetres).
@@ -123,10 +105,19 @@ def prepare_checked(path: str | Path, card: ModelCard, modalities=config.RADIOGR
         ImageError: the file is not usable.
     """
     from fracturelib.data.imageio import read_image_checked
-    from fracturelib.data.pipeline import pad_resize
     need = max(config.DECODE_OVERSAMPLE * card.image_size, config.PREDICT_DISPLAY_SIDE)
     img, chk = read_image_checked(path, channels=card.channels, need=need, modalities=modalities)
-    return pad_resize(img, card.image_size).numpy()[None], img, chk
+    return _pad_resize(img, card.image_size, card.format == "litert")[None], img, chk
+
+
+def _pad_resize(img: np.ndarray, size: int, lite: bool) -> np.ndarray:
+    """The model input of a decoded image: NumPy's copy of TensorFlow's resize for a LiteRT model
+    (no TensorFlow on its path), TensorFlow's own for a Keras model."""
+    if lite:
+        from fracturelib.data.resize import pad_resize_np
+        return pad_resize_np(img, size)
+    from fracturelib.data.pipeline import pad_resize
+    return pad_resize(img, size).numpy()
 
 
 @dataclass
@@ -161,18 +152,26 @@ class Predictor:
     """A loaded model with its card; call :meth:`predict` per image (warm after the first)."""
 
     def __init__(self, model_path: str | Path | None = None, localiser_path: str | Path | None = None,
-                 cam: str = "gradcam"):
+                 cam: str = "gradcam", num_threads: int | None = None):
         """``localiser_path``: the box-trained localiser (notebook 04); default the one the model's
         card names (``localiser.keras``), beside the model, when present. Without one, "where" is
         answered by the CAM's peak.
-        ``cam``: the heatmap method, a name of :func:`fracturelib.explain.cams.names`."""
+        ``cam``: the heatmap method, a name of :func:`fracturelib.explain.cams.names`.
+        A ``.tflite`` model (``fracturelib export``) runs in the LiteRT interpreter with ``num_threads``
+        threads, its localiser and radiograph (OOD) features too, and never imports TensorFlow; "where"
+        is then the localiser's (Grad-CAM needs the Keras model)."""
         from fracturelib.explain import cams
         from fracturelib.models.cards import load_model
+        from fracturelib.models.litert import is_litert, load_lite
         cams.get(cam)                             # an unknown name fails before the model loads
         self.cam = cam
         self.modalities = config.RADIOGRAPH_MODALITIES   # DICOM Modality codes read (None: any)
         self.path = Path(model_path or default_model())
-        self.model, self.card = load_model(self.path)
+        self.lite, self.num_threads = is_litert(self.path), num_threads
+        if self.lite:
+            self.model, self.card = load_lite(self.path, num_threads=num_threads)
+        else:
+            self.model, self.card = load_model(self.path)
         if len(self.model.output_shape) != 2:
             raise ModelCardError(f"{self.path}: a localiser (its output is a heatmap), not a classifier; pass a "
                                  "model of notebook 02 or 03 as --model (and this one as --localiser)")
@@ -184,11 +183,16 @@ class Predictor:
         """The localiser given, else the one the card names beside it when present (None, None: the
         CAM's peak answers "where"). A classifier given as the localiser is a ModelCardError."""
         from fracturelib.models.cards import load_model
+        from fracturelib.models.litert import is_litert, load_lite
         if path is None:
             path = self.card.companion_path("localiser")
-            if path is None or not path.exists():
+            if path is None or not path.exists() or is_litert(path) != self.lite:
                 return None, None
-        model, card = load_model(path)
+        if is_litert(path) != self.lite:
+            raise ModelCardError(f"{path}: a {'LiteRT' if is_litert(path) else 'Keras'} localiser with a "
+                                 f"{'LiteRT' if self.lite else 'Keras'} model; pass the localiser of the same "
+                                 "format (fracturelib export writes localiser.tflite beside the .tflite)")
+        model, card = load_lite(path, num_threads=self.num_threads) if self.lite else load_model(path)
         if card.task not in (None, "localisation") or len(model.output_shape) != 4:
             raise ModelCardError(f"{path}: not a localiser but a {card.task or 'classifier'} model "
                                  f"({len(card.classes)} classes); pass as --localiser the {config.LOCALISER_FILE} "
@@ -207,6 +211,9 @@ class Predictor:
                           "was not checked (notebook 02 fits it)")
         from fracturelib.models import backbones, ood
         det = ood.Detector.load(path)                 # fitted on radiographs by notebook 02
+        if self.lite:
+            self.ood_features = self._lite_features(path, det)
+            return det, None
         try:
             self.ood_features = ood.feature_model(1, det.image_size, det.backbone)
         except (backbones.WeightsUnavailable, ValueError) as e:
@@ -219,15 +226,33 @@ class Predictor:
                                     f"feature model ({det.backbone}) gives {width}; {ood.FIX}")
         return det, None
 
+    def _lite_features(self, path: Path, det):
+        """The LiteRT OOD feature extractor the card names (``ood_features.tflite``), checked against the
+        detector's input size and feature width; DetectorError (one line) when missing or different."""
+        from fracturelib.models import ood
+        from fracturelib.models.litert import LiteModel
+        fx = self.card.companion_path("ood_features")
+        fix = "export the model again (fracturelib export MODEL.keras --format litert)"
+        if fx is None or not fx.exists():
+            raise ood.DetectorError(f"{path}: the radiograph (OOD) detector's LiteRT feature extractor "
+                                    f"{fx.name if fx else 'ood_features.tflite'} is missing; {fix}")
+        try:
+            model = LiteModel(fx, self.num_threads)
+        except (ValueError, RuntimeError, OSError, ModelCardError) as e:
+            raise ood.DetectorError(f"{fx}: LiteRT cannot load it ({str(e).splitlines()[0][:120]}); {fix}") from None
+        if model.input_shape[1:] != (det.image_size, det.image_size, 1) or model.output_shape[-1] != det.dim:
+            raise ood.DetectorError(f"{fx}: input {list(model.input_shape[1:])} and {model.output_shape[-1]} features "
+                                    f"differ from the detector's ({det.image_size} px, {det.dim}); {fix}")
+        return model
+
     def _radiograph_check(self, img: np.ndarray) -> dict:
         """``in_distribution`` of the decoded image and, for inputs that do not look like
         radiographs, a warning and no fracture answer (class and confidence set to None). Without
         a detector: ``in_distribution`` None and a warning saying the check was not made."""
-        from fracturelib.data.pipeline import pad_resize
         if self.ood is None:
             return {"in_distribution": None, "warning": self.ood_missing}
         gray = img if img.shape[-1] == 1 else np.round(img.astype(np.float32).mean(axis=-1, keepdims=True))
-        g = pad_resize(gray, self.ood.image_size).numpy()[None]
+        g = _pad_resize(gray, self.ood.image_size, self.lite)[None]
         ok = bool(self.ood.in_distribution(self.ood_features.predict_on_batch(g), g)[0])
         if ok:
             return {"in_distribution": True}
@@ -272,7 +297,16 @@ class Predictor:
         if self.card.temperature and self.card.temperature != 1:
             fields["temperature"] = self.card.temperature
         fields.update(check)
-        heat, method = self._where(image_path, img, cams[0])
+        heat, method = self._where(image_path, img, None if cams is None else cams[0])
+        if heat is None:                          # a LiteRT model without its localiser: no "where"
+            note = ("no localiser beside this LiteRT model: 'where' is not answered (Grad-CAM needs the "
+                    "Keras model)")
+            fields.update(fracture_point=None, localisation=None,
+                          warning="; ".join(w for w in (fields.get("warning"), note) if w))
+            if info_card(label):
+                fields["info"] = info_card(label)
+            fields["note"] = NOT_ADVICE
+            return Prediction(fields, img, None)
         from fracturelib.models.localiser import peak
         px, py = peak(heat)
         scale = size[0] / img.shape[1]            # a very large JPEG is decoded reduced: answer in file pixels
@@ -288,18 +322,25 @@ class Predictor:
         return Prediction(fields, img, heat, (px, py))
 
     def _decide(self, x: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, float | None]:
-        """(label, class probabilities, the CAM of the reported class, the binary threshold or None)."""
-        from fracturelib.explain import compute, targets
-        binary = len(self.classes) == 2 and self.model.output.shape[-1] == 1
+        """(label, class probabilities, the CAM of the reported class (None for a LiteRT model), the
+        binary threshold or None)."""
+        binary = len(self.classes) == 2 and self.model.output_shape[-1] == 1
         thr = self.card.decision_threshold if binary else None
-        rule = targets.predicted(0.5 if thr is None else thr)     # p >= the card's threshold; else arg-max
-        cams, out = compute(self.cam, self.model, x, target=rule)
-        explained = int(rule.classes(out)[0])
-        if self.card.tta_flip:             # chosen on validation by notebook 03
-            out = (out + self.model.predict(x[:, :, ::-1], verbose=0)) / 2
-        k = int(rule.classes(out)[0])
-        if k != explained:                        # the flip moved the decision: explain the class we report
-            cams, _ = compute(self.cam, self.model, x, target=targets.ClassTarget(k))
+        if self.lite:                      # no gradients in LiteRT: no CAM, "where" is the localiser's
+            cams, out = None, self.model.predict_on_batch(x)
+            if self.card.tta_flip:
+                out = (out + self.model.predict_on_batch(x[:, :, ::-1])) / 2
+            k = int(out[0, 0] >= (0.5 if thr is None else thr)) if binary else int(np.argmax(out[0]))
+        else:
+            from fracturelib.explain import compute, targets
+            rule = targets.predicted(0.5 if thr is None else thr)     # p >= the card's threshold; else arg-max
+            cams, out = compute(self.cam, self.model, x, target=rule)
+            explained = int(rule.classes(out)[0])
+            if self.card.tta_flip:             # chosen on validation by notebook 03
+                out = (out + self.model.predict(x[:, :, ::-1], verbose=0)) / 2
+            k = int(rule.classes(out)[0])
+            if k != explained:                        # the flip moved the decision: explain the class we report
+                cams, _ = compute(self.cam, self.model, x, target=targets.ClassTarget(k))
         out = out[0]
         probs = np.array([1 - float(out[0]), float(out[0])]) if binary else out.astype(float)
         t = self.card.temperature
@@ -313,15 +354,18 @@ class Predictor:
                 probs = apply_temperature(probs[None], t)[0]
         return self.classes[k], probs, cams, thr
 
-    def _where(self, image_path: str | Path, img: np.ndarray, cam: np.ndarray) -> tuple[np.ndarray, str]:
-        """The map that answers "where" in the decoded image's pixels, scaled to a peak of 1, and its name."""
+    def _where(self, image_path: str | Path, img: np.ndarray, cam: np.ndarray | None):
+        """The map that answers "where" in the decoded image's pixels, scaled to a peak of 1, and its name;
+        (None, None) without a CAM (LiteRT) and without a localiser."""
         from fracturelib.data.geometry import heatmap_to_image
         h, w = img.shape[:2]
-        heat, method = heatmap_to_image(cam, w, h, self.card.image_size), self.cam
+        heat, method = (None, None) if cam is None else (heatmap_to_image(cam, w, h, self.card.image_size), self.cam)
         if self.localiser is not None:
             from fracturelib.models.localiser import heatmaps
             lx, _ = prepare(image_path, self.localiser_card, self.modalities)
             heat, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
+        if heat is None:
+            return None, None
         peak_value = float(heat.max())
         return (heat / peak_value if peak_value > 0 else heat), method    # the localiser's map is a probability
 

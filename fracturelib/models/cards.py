@@ -134,6 +134,10 @@ _CHECKS = {
     "model_file": (_file_name, "a file name"),
     "model_sha256": (lambda v: isinstance(v, str), "a hex digest"),
     "versions": (lambda v: isinstance(v, dict), "an object (package -> version)"),
+    "format": (lambda v: v in ("keras", "litert"), "keras or litert"),
+    "quantization": (lambda v: v in ("none", "float16", "int8"), "none, float16 or int8"),
+    "parity": (lambda v: isinstance(v, dict), "an object (the export's parity figures against the Keras model)"),
+    "exported_from": (lambda v: isinstance(v, dict), "an object (file, sha256 of the Keras model)"),
 }
 _FLOATS = ("threshold", "target_sensitivity", "temperature", "alpha")
 #: What any card must give; saving also needs ``preprocessing``, and save_model adds SAVED.
@@ -179,6 +183,10 @@ class ModelCard:
     model_file: str | None = None
     model_sha256: str | None = None
     versions: dict = field(default_factory=dict)
+    format: str | None = None               # litert: an exported .tflite (fracturelib export); None: .keras
+    quantization: str | None = None         # litert: none, float16 or int8
+    parity: dict | None = None              # litert: agreement, ROC-AUCs, max |dp|, gate passed or forced
+    exported_from: dict | None = None       # litert: the Keras model's file name and SHA-256
     extra: dict = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False, repr=False)
 
@@ -281,15 +289,19 @@ class ModelCard:
 
 
 def card_path(model_path: str | Path) -> Path:
-    """Where the JSON card of a model file lives: the same path with .json.
+    """Where the JSON card of a model file lives: the same path with .json; for an exported LiteRT
+    model ``<name>.tflite.json``, so it never replaces the card of the ``<name>.keras`` beside it.
 
     Args:
-        model_path: the model file (.keras).
+        model_path: the model file (.keras or .tflite).
 
     Returns:
         The card's path (it may not exist).
     """
-    return Path(model_path).with_suffix(".json")
+    path = Path(model_path)
+    if path.suffix.lower() == ".tflite":
+        return path.with_name(path.name + ".json")
+    return path.with_suffix(".json")
 
 
 def _plain(card: dict) -> dict:
