@@ -152,8 +152,8 @@ def cmd_predict(a) -> int:
     import json
 
     from fracturelib.app.predict import Predictor, format_result, predict_many
-    predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam, num_threads=a.threads)
-    predictor.modalities = _chosen(a.modalities)
+    predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam, num_threads=a.threads,
+                          modalities=_chosen(a.modalities))
     results = predict_many(predictor, a.images, a.overlay_dir)
     if a.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))

@@ -152,20 +152,22 @@ class Predictor:
     """A loaded model with its card; call :meth:`predict` per image (warm after the first)."""
 
     def __init__(self, model_path: str | Path | None = None, localiser_path: str | Path | None = None,
-                 cam: str = "gradcam", num_threads: int | None = None):
+                 cam: str = "gradcam", num_threads: int | None = None,
+                 modalities=config.RADIOGRAPH_MODALITIES):
         """``localiser_path``: the box-trained localiser (notebook 04); default the one the model's
         card names (``localiser.keras``), beside the model, when present. Without one, "where" is
         answered by the CAM's peak.
         ``cam``: the heatmap method, a name of :func:`fracturelib.explain.cams.names`.
         A ``.tflite`` model (``fracturelib export``) runs in the LiteRT interpreter with ``num_threads``
         threads, its localiser and radiograph (OOD) features too, and never imports TensorFlow; "where"
-        is then the localiser's (Grad-CAM needs the Keras model)."""
+        is then the localiser's (Grad-CAM needs the Keras model).
+        ``modalities``: the DICOM Modality codes read (default: radiographs; None: any)."""
         from fracturelib.explain import cams
         from fracturelib.models.cards import load_model
         from fracturelib.models.litert import is_litert, load_lite
         cams.get(cam)                             # an unknown name fails before the model loads
         self.cam = cam
-        self.modalities = config.RADIOGRAPH_MODALITIES   # DICOM Modality codes read (None: any)
+        self.modalities = modalities
         self.path = Path(model_path or default_model())
         self.lite, self.num_threads = is_litert(self.path), num_threads
         if self.lite:
