@@ -34,6 +34,7 @@ import tempfile
 import threading
 import warnings
 import zlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,8 @@ _VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"
         b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM", b"UC", b"UI",
         b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
 _DEFLATED = "1.2.840.10008.1.2.1.99"
+#: starts of the image formats PIL reads (TIFF is left out: a DICOM preamble may hold a TIFF header)
+_IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
 _DICOMDIR = "1.2.840.10008.1.3.10"
 #: values that identify a person or a study: never written anywhere (messages are scrubbed of them)
 IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "InstitutionName",
@@ -108,8 +111,11 @@ def is_dicom(head: bytes) -> bool:
         head: at least the first 132 bytes of the file (fewer when the file is shorter).
 
     Returns:
-        True for DICOM content, whatever the file's name.
+        True for DICOM content, whatever the file's name; False for a file that starts as a PNG, JPEG,
+        GIF, BMP or WebP, whatever its bytes 128..132 spell (a PNG's text chunk can hold ``DICM``).
     """
+    if head.startswith(_IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return False
     if head[_MAGIC_AT:_MAGIC_AT + 4] == b"DICM":
         return True
     if len(head) < 8:
@@ -134,6 +140,8 @@ class Header:
         photometric: PhotometricInterpretation (``MONOCHROME2`` ...).
         encapsulated: compressed pixel data (a compressed transfer syntax).
         cost: bytes that decoding frame 1 and windowing it holds at its peak.
+        frame_bytes: bytes of one uncompressed frame as stored.
+        path: the file, where frame 1 is read from (None: the data set is in memory, a deflated file).
         notes: what the reader did that a user should know (multi-frame, no window, burnt-in text).
         meta: the fields that may leave the file (see :data:`META_COLUMNS`).
     """
@@ -147,6 +155,8 @@ class Header:
     photometric: str
     encapsulated: bool
     cost: int
+    frame_bytes: int = 0
+    path: Path | None = None
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
@@ -236,11 +246,13 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
         notes.append(f"multi-frame ({frames} frames): frame 1 used")
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
         notes.append("BurnedInAnnotation YES: the pixels may show identifying text")
-    # the pixel data as read (all frames: pydicom loads the element whole), the inflated data set of a
-    # deflated file, frame 1 decoded, its float64 copy for the LUTs, and the 8-bit result
+    if "SegmentedRedPaletteColorLookupTableData" in ds:
+        raise DicomSkip("segmented palette colour tables are not read (they expand without bound)", meta)
+    # frame 1 as read (compressed: at most the file), the inflated data set of a deflated file, frame 1
+    # decoded, its float64 copy for the LUTs, and the 8-bit result
     cost = held + inflated + frame_bytes + rows * cols * samples * 9 + rows * cols * 3
     return Header(ds, rows, cols, frames, samples, bits_alloc, bits_stored, photometric, encapsulated, cost,
-                  notes, meta)
+                  frame_bytes, None if inflated else path, notes, meta)
 
 
 def _declare_syntax(ds) -> None:
@@ -257,6 +269,30 @@ def _declare_syntax(ds) -> None:
         implicit, little = True, True
     ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
                                       uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+
+
+def is_deflated(path: str | Path) -> bool:
+    """Whether a DICOM file's transfer syntax is Deflated Explicit VR Little Endian (its data set is
+    inflated as a whole while the header is read).
+
+    Args:
+        path: a file whose content :func:`is_dicom`.
+
+    Returns:
+        True for a deflated data set; False otherwise, or when the file meta cannot be read.
+    """
+    import pydicom
+    from pydicom.filereader import read_preamble
+    try:
+        with open(path, "rb") as f:
+            if f.read(_MAGIC_AT + 4)[_MAGIC_AT:] != b"DICM":
+                return False
+            f.seek(0)
+            read_preamble(f, force=False)
+            meta = pydicom.filereader._read_file_meta_info(f)
+        return str(meta.get("TransferSyntaxUID", "")) == _DEFLATED
+    except Exception:  # noqa: BLE001 - an unreadable file meta: read_header says why
+        return False
 
 
 def _inflated(path: Path, budget: int):
@@ -303,21 +339,22 @@ def _is_compressed(ts: str) -> bool:
 
 def _check_pixel_bytes(ds, size: int, frame_bytes: int, frames: int, encapsulated: bool) -> int:
     """Refuse pixel data whose header claims more bytes than the data set holds (``size``: the file's, or
-    the inflated stream's) — a lying or cut file. Returns the bytes the PixelData element will hold in
-    memory when read (at most ``size``)."""
-    elem = ds.get_item("PixelData")
+    the inflated stream's) — a lying or cut file — without reading it. Returns the bytes frame 1 will
+    hold when read: one frame, or for compressed data at most what follows in the file."""
+    elem = ds.get_item("PixelData", keep_deferred=True)
     length = getattr(elem, "length", None)
     where = getattr(elem, "value_tell", None)
-    if length == 0:
+    if length == 0 or (getattr(elem, "value", b"") is None and where is None):
         raise DicomSkip("no pixel data: the PixelData element is empty")
-    if encapsulated or length in (None, 0xFFFFFFFF):
-        return size if where is None else max(0, size - where)
+    if encapsulated or length in (None, 0xFFFFFFFF):       # frame 1 compressed: at most what follows
+        rest = size if where is None else max(0, size - where)
+        return rest if frames == 1 else min(rest, 2 * frame_bytes)
     have = length if where is None else max(0, min(length, size - where))
     if have < frame_bytes * frames:
         raise DicomSkip(f"truncated pixel data: the header claims {frames} frame(s) of {frame_bytes:,} bytes "
                         f"({int(ds.Rows)}x{int(ds.Columns)}, {int(ds.BitsAllocated)} bits), the file holds "
                         f"{have:,}; re-export the file")
-    return have
+    return frame_bytes
 
 
 def decode(h: Header):
@@ -334,10 +371,12 @@ def decode(h: Header):
     """
     from PIL import Image
     ds, notes = h.dataset, []
-    _check_codestream(h)
     try:
+        one = _frame_one(h)
         from pydicom.pixels import pixel_array
-        arr = pixel_array(ds, index=0 if h.frames > 1 else None)
+        arr = pixel_array(one)
+    except DicomSkip:
+        raise
     except MemoryError:
         raise DicomSkip(f"out of memory decoding {h.columns}x{h.rows} px; downscale the file") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure is a skipped file
@@ -352,10 +391,14 @@ def decode(h: Header):
         out = _colour(arr, h)
         return Image.fromarray(out, "RGB"), notes
     pad = _padding_mask(arr, ds)
-    values = _modality(arr, ds)
-    out, how = _voi(values, ds, pad)
+    values, how = _modality(arr, ds)
     if how:
         notes.append(how)
+        out = _percentile(values, pad)
+    else:
+        out, how = _voi(values, ds, pad)
+        if how:
+            notes.append(how)
     if h.photometric == "MONOCHROME1":
         out = 255 - out
     if pad is not None:
@@ -363,42 +406,97 @@ def decode(h: Header):
     return Image.fromarray(out, "L"), notes
 
 
-def _check_codestream(h: Header) -> None:
-    """A compressed frame whose own header claims another size than the DICOM header is refused before
-    the decoder allocates for it (JPEG SOF, JPEG-LS SOF55 and JPEG 2000 SIZ are read; RLE decodes into
-    the DICOM header's size)."""
-    if not h.encapsulated:
+#: pixel-module attributes a one-frame copy of the data set needs to be decoded
+_PIXEL_MODULE = ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
+                 "HighBit", "PixelRepresentation", "PlanarConfiguration")
+
+
+def _frame_one(h: Header):
+    """A data set holding frame 1 alone (its pixel-module attributes and that frame's bytes), read from the
+    file without loading the other frames; a compressed frame is checked against the DICOM header
+    before any decoder sees it."""
+    import pydicom
+    from pydicom.encaps import encapsulate, get_frame
+    elem = h.dataset.get_item("PixelData", keep_deferred=True)
+    value, where = getattr(elem, "value", None), getattr(elem, "value_tell", None)
+    with open(h.path, "rb") if value is None and h.path is not None else nullcontext() as f:
+        if value is None and f is None:
+            raise DicomSkip("no pixel data: the PixelData element is empty")
+        if f is not None:
+            f.seek(where)
+        if h.encapsulated:
+            try:
+                frame = bytes(get_frame(f if f is not None else value, 0, number_of_frames=h.frames))
+            except Exception as e:  # noqa: BLE001
+                raise DicomSkip(f"corrupt DICOM pixel data: frame 1 cannot be found ({type(e).__name__})") from None
+            if len(frame) > h.cost:
+                raise DicomSkip(f"corrupt DICOM pixel data: compressed frame 1 ({len(frame):,} bytes) is larger "
+                                "than the frame it encodes; not decoded")
+            _check_codestream(h, frame)
+        else:
+            frame = f.read(h.frame_bytes) if f is not None else bytes(value[:h.frame_bytes])
+            if len(frame) < h.frame_bytes:
+                raise DicomSkip("truncated pixel data: frame 1 is cut short; re-export the file")
+    one = pydicom.Dataset()
+    one.file_meta = pydicom.dataset.FileMetaDataset()
+    one.file_meta.TransferSyntaxUID = h.dataset.file_meta.TransferSyntaxUID
+    for name in _PIXEL_MODULE:
+        if name in h.dataset:
+            setattr(one, name, h.dataset[name].value)
+    one.NumberOfFrames = 1
+    one.PixelData = encapsulate([frame]) if h.encapsulated else frame
+    one["PixelData"].VR = "OB" if h.encapsulated or h.bits_allocated == 8 else "OW"
+    return one
+
+
+def _check_codestream(h: Header, frame: bytes) -> None:
+    """A compressed frame whose own header claims another size or another number of components than the
+    DICOM header is refused before the decoder allocates for it (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ,
+    also inside JP2 boxes); a JPEG-family frame whose size cannot be found is refused too. RLE decodes
+    into the DICOM header's size."""
+    from pydicom.uid import UID
+    declared = codestream_size(frame)
+    if declared is None:
+        if "JPEG" in UID(str(h.dataset.file_meta.TransferSyntaxUID)).name:
+            raise DicomSkip("corrupt DICOM pixel data: the compressed frame declares no size; not decoded")
         return
-    from pydicom.encaps import get_frame
-    try:
-        frame = get_frame(h.dataset.PixelData, 0, number_of_frames=h.frames)
-    except Exception as e:  # noqa: BLE001
-        raise DicomSkip(f"corrupt DICOM pixel data: frame 1 cannot be found ({type(e).__name__})") from None
-    size = codestream_size(bytes(frame[:1 << 16]))
-    if size and size != (h.columns, h.rows):
-        raise DicomSkip(f"corrupt DICOM pixel data: the compressed frame is {size[0]}x{size[1]} px, the header "
-                        f"says {h.columns}x{h.rows}; not decoded")
+    w, hh, comps = declared
+    if (w, hh) != (h.columns, h.rows) or comps != h.samples:
+        raise DicomSkip(f"corrupt DICOM pixel data: the compressed frame is {w}x{hh} px with {comps} "
+                        f"component(s), the header says {h.columns}x{h.rows} with {h.samples}; not decoded")
 
 
-def codestream_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) that a JPEG / JPEG-LS or JPEG 2000 codestream declares, from its first bytes.
+def codestream_size(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) that a JPEG / JPEG-LS or JPEG 2000 codestream declares (a JP2 file's
+    codestream box included), read from its frame header wherever it lies before the scan data.
 
     Args:
-        data: the start of the codestream (its SOF or SIZ marker is within the first kilobytes).
+        data: the codestream (frame 1's bytes).
 
     Returns:
-        (width, height), or None when the format is not one of these or no size marker was found.
+        (width, height, components), or None when the format is not one of these or declares no size.
     """
-    if data[:2] == b"\xff\x4f":                                # JPEG 2000: SOC, then SIZ
-        if data[2:4] == b"\xff\x51" and len(data) >= 24:
-            x, y = int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")
-            xo, yo = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-            return x - xo, y - yo
+    if data[:8] == b"\x00\x00\x00\x0cjP  ":           # JP2: the codestream is in the jp2c box
+        i = 0
+        while i + 8 <= len(data):
+            n, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+            head = 16 if n == 1 else 8
+            if n == 1:
+                n = int.from_bytes(data[i + 8:i + 16], "big")
+            if kind == b"jp2c":
+                return codestream_size(data[i + head:i + n] if n else data[i + head:])
+            if n < head:
+                return None
+            i += n
         return None
+    if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 42:  # JPEG 2000: SOC, then SIZ
+        x, y = int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")
+        xo, yo = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+        return x - xo, y - yo, int.from_bytes(data[40:42], "big")
     if data[:2] != b"\xff\xd8":
         return None
     i = 2
-    while i + 9 <= len(data):
+    while i + 10 <= len(data):
         if data[i] != 0xFF:
             i += 1
             continue
@@ -406,9 +504,12 @@ def codestream_size(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01, 0xFF) or 0xD0 <= marker <= 0xD7:
             i += 1 if marker == 0xFF else 2
             continue
+        if marker == 0xDA:                                   # scan data before any frame header
+            return None
         length = int.from_bytes(data[i + 2:i + 4], "big")
         if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
-            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            return (int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"),
+                    data[i + 9])
         i += 2 + length
     return None
 
@@ -438,19 +539,31 @@ def _padding_mask(arr: np.ndarray, ds) -> np.ndarray | None:
     return mask if mask.any() and not mask.all() else None
 
 
-def _modality(arr: np.ndarray, ds) -> np.ndarray:
-    """Stored values -> modality values (the LUT sequence, else slope and intercept), float64."""
-    if "ModalityLUTSequence" in ds:
-        from pydicom.pixels import apply_modality_lut
-        return apply_modality_lut(arr, ds).astype(np.float64)
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    out = arr.astype(np.float64)
-    if slope != 1:
-        out *= slope
-    if intercept:
-        out += intercept
-    return out
+def _modality(arr: np.ndarray, ds) -> tuple[np.ndarray, str]:
+    """Stored values -> modality values (the LUT sequence, else slope and intercept), float64, and "" —
+    or the stored values and a note when the rescale is unusable (not a number, infinite, a zero slope,
+    a broken LUT, or values that overflow): the caller then windows by percentiles."""
+    try:
+        if "ModalityLUTSequence" in ds:
+            from pydicom.pixels import apply_modality_lut
+            out = apply_modality_lut(arr, ds).astype(np.float64)
+        else:
+            slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+            slope = 1.0 if slope in (None, "") else float(slope)
+            intercept = 0.0 if intercept in (None, "") else float(intercept)
+            if not (np.isfinite(slope) and np.isfinite(intercept) and slope != 0):
+                raise ValueError("rescale")
+            out = arr.astype(np.float64)
+            with np.errstate(over="ignore", invalid="ignore"):   # overflow is caught just below
+                if slope != 1:
+                    out *= slope
+                if intercept:
+                    out += intercept
+        if np.isfinite(out).all():
+            return out, ""
+    except Exception:  # noqa: BLE001 - any broken modality LUT or rescale
+        pass
+    return arr.astype(np.float64), "rescale or modality LUT unusable: 0.5-99.5 percentile window of the stored values"
 
 
 def _first(value) -> float:
@@ -468,26 +581,27 @@ def _voi(x: np.ndarray, ds, pad: np.ndarray | None) -> tuple[np.ndarray, str]:
         (uint8 image, a note when the window was not the file's own or was one of several).
     """
     if "VOILUTSequence" in ds:
-        from pydicom.pixels import apply_voi
-        item = ds.VOILUTSequence[0]
-        desc = [int(v) for v in item.LUTDescriptor]
-        lut = np.asarray(item.LUTData, dtype=np.float64)
-        lo, hi = float(lut.min()), float(lut.max())
         try:
-            y = apply_voi(x.astype(np.int64) if desc[1] >= 0 else x, ds, index=0).astype(np.float64)
+            from pydicom.pixels import apply_voi
+            item = ds.VOILUTSequence[0]
+            lut = np.asarray(item.LUTData, dtype=np.float64)
+            lo, hi = float(lut.min()), float(lut.max())
+            y = apply_voi(np.rint(x).astype(np.int64), ds, index=0).astype(np.float64)
+            if hi > lo and np.isfinite(y).all():
+                return _scale(y, lo, hi), ""
         except Exception:  # noqa: BLE001 - a broken LUT: fall back to the data's own range
-            return _percentile(x, pad), "VOI LUT unreadable: 0.5-99.5 percentile window of the pixels"
-        return _scale(y, lo, hi), ""
+            pass
+        return _percentile(x, pad), "VOI LUT unusable: 0.5-99.5 percentile window of the pixels"
     if "WindowCenter" in ds and "WindowWidth" in ds:
         try:
             c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
-        except (TypeError, ValueError, IndexError):
-            c, w = 0.0, 0.0
-        function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-        note = "first of several windows used" if _count(ds.WindowCenter) > 1 else ""
-        if w >= 1 or (function != "LINEAR" and w > 0):
+            function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
+            note = "first of several windows used" if _count(ds.WindowCenter) > 1 else ""
+        except Exception:  # noqa: BLE001 - unreadable window values
+            c, w, function, note = 0.0, 0.0, "LINEAR", ""
+        if np.isfinite(c) and np.isfinite(w) and (w >= 1 or (function != "LINEAR" and w > 0)):
             return window(x, c, w, function), note
-        return _percentile(x, pad), "window width not usable: 0.5-99.5 percentile window of the pixels"
+        return _percentile(x, pad), "window not usable: 0.5-99.5 percentile window of the pixels"
     return _percentile(x, pad), "no window in the file: 0.5-99.5 percentile window of the pixels"
 
 
@@ -558,11 +672,14 @@ def _spacing(ds) -> tuple[float | None, float | None]:
 
 def _meta(ds) -> dict:
     """The acquisition fields that may be written (see :data:`META_COLUMNS`)."""
+    secret = {_code(v) for v in _identifying_values(ds)}
+
     def get(name):
         try:
-            return _code(ds.get(name, ""))
+            code = _code(ds.get(name, ""))
         except Exception:  # noqa: BLE001 - a damaged value is an empty one
             return ""
+        return "" if code in secret else code         # a coded field holding an ID or a name is dropped
     row, col = _spacing(ds)
     laterality = get("Laterality") or get("ImageLaterality")
     return {"modality": get("Modality"), "body_part": get("BodyPartExamined"),
@@ -595,8 +712,34 @@ def _sop_name(ds) -> str:
     return name if name and name != uid else "of unknown class"
 
 
+def _identifying_values(ds) -> set[str]:
+    """The identifying values of ``ds`` and its file meta (names, IDs, dates, every UID), read without
+    loading large or deferred values."""
+    values: set[str] = set()
+    for group in (getattr(ds, "file_meta", None), ds):
+        if group is None:
+            continue
+        for tag in list(group.keys()):
+            try:
+                raw = group.get_item(tag, keep_deferred=True)
+                if raw is None or (getattr(raw, "length", 0) or 0) > 4096 or getattr(raw, "value", b"") is None:
+                    continue
+                elem = group[tag]
+                if elem.VR != "UI" and elem.keyword not in IDENTIFYING:
+                    continue
+                v = elem.value
+                for item in (v if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]):
+                    text = str(item or "").strip()
+                    if len(text) >= 3:
+                        values.add(text)
+            except Exception:  # noqa: BLE001 - a damaged element: the UID pattern still applies
+                continue
+    return values
+
+
 def scrub(text: str, ds) -> str:
-    """``text`` with every identifying value of ``ds`` (names, IDs, dates, UIDs) replaced by ``...``.
+    """``text`` with every identifying value of ``ds`` (names, IDs, dates, UIDs, file meta included) and
+    anything shaped like a UID replaced by ``...``.
 
     Args:
         text: a message that may quote header values (a pydicom exception, a warning).
@@ -605,20 +748,13 @@ def scrub(text: str, ds) -> str:
     Returns:
         The message safe to write.
     """
-    values = set()
     try:
-        for elem in ds.iterall():
-            if elem.VR == "UI" or elem.keyword in IDENTIFYING:
-                v = elem.value
-                for item in (v if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]):
-                    s = str(item or "").strip()
-                    if len(s) >= 3:
-                        values.add(s)
-    except Exception:  # noqa: BLE001 - a damaged data set: drop anything that looks like a UID
-        text = re.sub(r"\d+(\.\d+){3,}", "...", text)
-    for s in sorted(values, key=len, reverse=True):
-        text = text.replace(s, "...")
-    return text
+        values = _identifying_values(ds)
+    except Exception:  # noqa: BLE001
+        values = set()
+    for v in sorted(values, key=len, reverse=True):
+        text = text.replace(v, "...")
+    return re.sub(r"\d+(\.\d+){3,}", "...", text)
 
 
 _KEY_LOCK = threading.Lock()

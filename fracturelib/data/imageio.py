@@ -24,7 +24,7 @@ import os
 import stat
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -486,6 +486,14 @@ def _check_dicom(chk: ImageCheck, keep_image: bool, need: int | None, modalities
     """A DICOM file under the rules every format follows: geometry and budget from the header, then
     frame 1 decoded and windowed inside the budget (see :mod:`fracturelib.data.dicom`)."""
     chk.format, chk.native = "DICOM", False
+    # a deflated data set is inflated while its header is read: it takes the whole budget from the start
+    whole = DECODE_BUDGET.hold(DECODE_BUDGET.limit) if dicom.is_deflated(chk.path) else nullcontext()
+    with whole:
+        return _read_dicom(chk, keep_image, need, modalities, inner=isinstance(whole, nullcontext))
+
+
+def _read_dicom(chk: ImageCheck, keep_image: bool, need: int | None, modalities, inner: bool) -> ImageCheck:
+    """:func:`_check_dicom`'s work; ``inner``: reserve the decoding cost here (False: already held)."""
     ext_fmt = EXT_FORMATS.get(chk.path.suffix.lower())
     try:
         h = dicom.read_header(chk.path, modalities, DECODE_BUDGET.limit)
@@ -508,7 +516,7 @@ def _check_dicom(chk: ImageCheck, keep_image: bool, need: int | None, modalities
                         f"{h.cost >> 20} MB, over the decoding budget of {DECODE_BUDGET.limit >> 20} MB "
                         "(config.DECODE_BUDGET_MB); downscale the file")
     try:
-        with DECODE_BUDGET.hold(h.cost):
+        with DECODE_BUDGET.hold(h.cost) if inner else nullcontext():
             im, more = dicom.decode(h)
     except dicom.DicomSkip as e:
         return chk.skip(str(e))

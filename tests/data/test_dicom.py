@@ -681,3 +681,106 @@ def test_pydicom_ybr_full_422_native():
     chk = _check(path, modalities=None)
     assert chk.ok, chk.reason
     assert chk.image.mode == "RGB" and _max_diff(_pixels(chk), want) <= 2
+
+
+# --- hostile variants found by a hostile user: each class, not only the example ------------------
+def _rewrap(path: Path, wrap) -> Path:
+    """The file with its (single) compressed frame passed through ``wrap``."""
+    from pydicom.encaps import encapsulate, generate_fragmented_frames
+    ds = pydicom.dcmread(path)
+    frame = b"".join(next(generate_fragmented_frames(ds.PixelData)))
+    ds.PixelData = encapsulate([wrap(frame)])
+    ds.save_as(path)
+    return path
+
+
+def _jp2(codestream: bytes) -> bytes:
+    box = lambda kind, body: (8 + len(body)).to_bytes(4, "big") + kind + body  # noqa: E731
+    return (box(b"jP  ", b"\r\n\x87\n") + box(b"ftyp", b"jp2 \x00\x00\x00\x00jp2 ") + box(b"jp2h", b"")
+            + box(b"jp2c", codestream))
+
+
+def _app_segments(jpeg: bytes, n: int = 2) -> bytes:
+    return jpeg[:2] + b"".join(b"\xff\xef\xff\xff" + bytes(65533) for _ in range(n)) + jpeg[2:]
+
+
+@reader
+@pytest.mark.parametrize("codec,wrap", [("jpeg", _app_segments), ("j2k", _jp2), ("jls", _app_segments),
+                                        ("jpeg", lambda f: f[:2] + f[f.index(b"\xff\xda"):])])
+def test_a_frame_whose_size_is_hidden_or_lies_is_refused_before_decoding(tmp_path, codec, wrap):
+    path = _rewrap(F.write_codestream_bomb(tmp_path / "x.dcm", codec, claim=(40000, 40000)).path, wrap)
+    tracemalloc.start()
+    chk = _check(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chk.status == "skipped" and "compressed frame" in chk.reason and peak < 32 << 20, (chk.reason, peak)
+
+
+@reader
+def test_only_frame_one_is_read_from_a_long_multiframe_file(tmp_path, src):
+    case = F.write_dicom(tmp_path / "mf.dcm", src, bits_stored=12, frames=3)
+    ds = pydicom.dcmread(case.path)
+    ds.NumberOfFrames = 1500                                     # 1500 frames of 16-bit pixels: ~50 MB
+    ds.PixelData = ds.PixelData[:len(ds.PixelData) // 3] * 1500
+    ds.save_as(case.path)
+    tracemalloc.start()
+    chk = _check(case.path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chk.ok and "1500 frames" in chk.note and peak < 8 << 20, peak
+    assert np.abs(_pixels(chk) - case.expected).max() <= 1
+
+
+@reader
+def test_a_png_whose_bytes_128_spell_dicm_is_a_png(tmp_path):
+    from PIL import Image, PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * 79 + "DICM" * 8)
+    im = Image.fromarray(np.arange(96 * 96, dtype=np.uint8).reshape(96, 96))
+    im.save(tmp_path / "a.png", pnginfo=info)
+    assert b"DICM" in (tmp_path / "a.png").read_bytes()[100:180]
+    chk = _check(tmp_path / "a.png")
+    assert chk.ok and chk.format == "PNG"
+
+
+@reader
+def test_a_uid_only_in_the_file_meta_never_reaches_a_reason(tmp_path, src):
+    case = F.write_dicom(tmp_path / "x.dcm", src)
+    ds = pydicom.dcmread(case.path)
+    ds.file_meta.TransferSyntaxUID = F.UID_ROOT + "9.9.777"       # a private transfer syntax
+    ds.save_as(case.path, enforce_file_format=True)
+    chk = _check(case.path)
+    assert chk.status == "skipped" and not _leaks(chk.reason, chk.note)
+
+
+@reader
+@pytest.mark.parametrize("attrs", [{"WindowCenter": "NaN"}, {"WindowWidth": "inf"}, {"RescaleSlope": "NaN"},
+                                   {"RescaleSlope": "0"}, {"RescaleSlope": "1e308"}, {"RescaleIntercept": "-inf"},
+                                   {"WindowCenter": "-inf", "WindowWidth": "1e-300"}])
+def test_unusable_window_or_rescale_values_fall_back_to_a_picture_with_a_note(tmp_path, src, attrs):
+    case = F.write_dicom(tmp_path / "x.dcm", src, bits_stored=12)
+    ds = pydicom.dcmread(case.path)
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.save_as(case.path)
+    chk = _check(case.path)
+    a = _pixels(chk).ravel().astype(float)
+    assert chk.ok and "percentile window" in chk.note and a.std() > 20
+    assert np.corrcoef(a, case.expected.ravel())[0, 1] > 0.99
+
+
+@reader
+def test_a_segmented_palette_is_refused_not_expanded(tmp_path, src):
+    case = F.write_dicom(tmp_path / "x.dcm", src)
+    ds = pydicom.dcmread(case.path)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    for c in ("Red", "Green", "Blue"):
+        setattr(ds, f"{c}PaletteColorLookupTableDescriptor", [0, 0, 16])
+        ds[f"{c}PaletteColorLookupTableDescriptor"].VR = "US"
+        setattr(ds, f"Segmented{c}PaletteColorLookupTableData", b"\x01\x00\xff\xff\x00\x00" * 300)
+    ds.save_as(case.path)
+    tracemalloc.start()
+    chk = _check(case.path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chk.status == "skipped" and "segmented palette" in chk.reason and peak < 8 << 20
