@@ -71,6 +71,7 @@ CHECK_SIDE = 512              # what scan's checks keep (pHash and near-copy thu
 PREDICT_DISPLAY_SIDE = 2048   # `predict` overlays: images under twice this are shown at full size
 KEEP_IMAGE_MB = 64            # formats without reduced decoding: larger 8-bit images are reduced
 MAX_METADATA_MB = 4           # PNG ancillary chunks / JPEG APPn+COM beyond this are left unread
+MAX_JPEG_SCANS = 100          # progressive scans a JPEG may hold (each is a full decoder pass; encoders use ~10)
 
 # DICOM (see data/dicom.py). Modalities read by default: projection radiography (computed, digital,
 # radiographic, fluoroscopy, angiography, mammography, panoramic, intra-oral) and "other" (secondary

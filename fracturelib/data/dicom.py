@@ -58,6 +58,20 @@ IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber"
                "PatientAddress", "OperatorsName", "PerformingPhysicianName", "StationName", "StudyID",
                "DeviceSerialNumber", "StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_PALETTE = tuple(f"{pre}{c}PaletteColorLookupTable{part}" for c in ("Red", "Green", "Blue")
+                 for pre, part in (("", "Descriptor"), ("", "Data"), ("Segmented", "Data")))
+
+
+#: the only elements parsed (a header of millions of private elements costs neither memory nor minutes):
+#: what the reader uses, and the identifying values a message must be scrubbed of
+HEADER_TAGS = ("SpecificCharacterSet", "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+               "FrameOfReferenceUID", "Modality", "BodyPartExamined", "ViewPosition", "Laterality",
+               "ImageLaterality", "PixelSpacing", "ImagerPixelSpacing", "BurnedInAnnotation", "NumberOfFrames",
+               "Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
+               "HighBit", "PixelRepresentation", "PlanarConfiguration", "RescaleSlope", "RescaleIntercept",
+               "ModalityLUTSequence", "VOILUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction",
+               "PixelPaddingValue", "PixelPaddingRangeLimit", "DirectoryRecordSequence", *_PALETTE,
+               *_PIXEL_TAGS, *IDENTIFYING)
 
 
 class _Redact(logging.Filter):
@@ -159,6 +173,8 @@ class Header:
     path: Path | None = None
     notes: list[str] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    #: compressed data: (offset, length) of frame 1's fragments in the file (or the in-memory value)
+    fragments: list = field(default_factory=list)
 
     @property
     def mode(self) -> str:
@@ -194,7 +210,8 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
         ds, size = _inflated(path, budget)
         inflated = size if ds is not None else 0
         if ds is None:
-            ds, size = pydicom.dcmread(path, defer_size=1 << 16, force=True), path.stat().st_size
+            ds = pydicom.dcmread(path, defer_size=1 << 16, force=True, specific_tags=list(HEADER_TAGS))
+            size = path.stat().st_size
         ds.get("Modality")                   # values are parsed on access: a damaged element fails here
     except DicomSkip:
         raise
@@ -206,8 +223,13 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
     notes = []
     sop = _sop_name(ds)
     if not any(t in ds for t in _PIXEL_TAGS):
-        raise DicomSkip(f"no pixel data: a DICOM object {sop}, not an image" if sop == "of unknown class"
-                        else f"no pixel data: a DICOM {sop} object, not an image", meta)
+        if sop == "of unknown class":
+            raise DicomSkip("no pixel data: not a readable DICOM object, no SOP class and no pixel data "
+                            "found (damaged, or not DICOM after its DICM preamble)", meta)
+        if "Image Storage" in sop:
+            raise DicomSkip(f"no pixel data: a {sop} object without its pixel data (damaged, or written "
+                            "in another transfer syntax than its file meta says)", meta)
+        raise DicomSkip(f"no pixel data: a DICOM {sop} object, not an image", meta)
     if "PixelData" not in ds:
         raise DicomSkip("float pixel data (FloatPixelData) is not a radiograph this reader uses", meta)
     modality = meta["modality"]
@@ -239,20 +261,27 @@ def read_header(path: str | Path, modalities=config.RADIOGRAPH_MODALITIES, budge
     ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "") if hasattr(ds, "file_meta") else ""
     encapsulated = bool(ts) and _is_compressed(ts)
     try:
-        held = _check_pixel_bytes(ds, size, frame_bytes, frames, encapsulated)
+        _check_pixel_bytes(ds, size, frame_bytes, frames, encapsulated)
+        fragments = _frame_one_fragments(ds, path, frames) if encapsulated else []
     except DicomSkip as e:
         raise DicomSkip(str(e), meta) from None
+    packed = sum(n for _, n in fragments)
+    if packed > 2 * frame_bytes + (1 << 16):     # no codec doubles a frame: filler, or lying offsets
+        raise DicomSkip(f"corrupt DICOM pixel data: compressed frame 1 ({packed:,} bytes) is larger than the "
+                        f"frame it encodes ({frame_bytes:,} bytes); not decoded", meta)
+    held = 3 * packed if encapsulated else frame_bytes   # read, joined, encapsulated again for the decoder
     if frames > 1:
         notes.append(f"multi-frame ({frames} frames): frame 1 used")
     if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
         notes.append("BurnedInAnnotation YES: the pixels may show identifying text")
     if "SegmentedRedPaletteColorLookupTableData" in ds:
         raise DicomSkip("segmented palette colour tables are not read (they expand without bound)", meta)
-    # frame 1 as read (compressed: at most the file), the inflated data set of a deflated file, frame 1
-    # decoded, its float64 copy for the LUTs, and the 8-bit result
-    cost = held + inflated + frame_bytes + rows * cols * samples * 9 + rows * cols * 3
+    # frame 1 as read (compressed: its fragments, then joined), the inflated data set of a deflated file,
+    # frame 1 decoded (decoders work in 32 bits), and the LUTs' float64 temporaries with the 8-bit
+    # result: ~40 bytes a sample at the peak, measured on 64 Mpx files
+    cost = held + inflated + frame_bytes + rows * cols * samples * 40
     return Header(ds, rows, cols, frames, samples, bits_alloc, bits_stored, photometric, encapsulated, cost,
-                  frame_bytes, None if inflated else path, notes, meta)
+                  frame_bytes, None if inflated else path, notes, meta, fragments)
 
 
 def _declare_syntax(ds) -> None:
@@ -323,7 +352,8 @@ def _inflated(path: Path, budget: int):
                 chunk = inflate.unconsumed_tail
     data = b"".join(out)
     del out                                 # the chunks go before the values are parsed
-    ds = read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True)
+    ds = read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True,
+                      specific_tags=[pydicom.datadict.tag_for_keyword(k) for k in HEADER_TAGS])
     ds = pydicom.FileDataset(str(path), ds, file_meta=meta, preamble=head[:_MAGIC_AT])
     ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     return ds, total
@@ -416,7 +446,7 @@ def _frame_one(h: Header):
     file without loading the other frames; a compressed frame is checked against the DICOM header
     before any decoder sees it."""
     import pydicom
-    from pydicom.encaps import encapsulate, get_frame
+    from pydicom.encaps import encapsulate
     elem = h.dataset.get_item("PixelData", keep_deferred=True)
     value, where = getattr(elem, "value", None), getattr(elem, "value_tell", None)
     with open(h.path, "rb") if value is None and h.path is not None else nullcontext() as f:
@@ -425,13 +455,15 @@ def _frame_one(h: Header):
         if f is not None:
             f.seek(where)
         if h.encapsulated:
-            try:
-                frame = bytes(get_frame(f if f is not None else value, 0, number_of_frames=h.frames))
-            except Exception as e:  # noqa: BLE001
-                raise DicomSkip(f"corrupt DICOM pixel data: frame 1 cannot be found ({type(e).__name__})") from None
-            if len(frame) > h.cost:
-                raise DicomSkip(f"corrupt DICOM pixel data: compressed frame 1 ({len(frame):,} bytes) is larger "
-                                "than the frame it encodes; not decoded")
+            parts = []
+            for at, n in h.fragments:
+                if f is not None:
+                    f.seek(at)
+                    parts.append(f.read(n))
+                else:
+                    parts.append(bytes(value[at - (where or 0):at - (where or 0) + n]))
+            frame = b"".join(parts)
+            del parts
             _check_codestream(h, frame)
         else:
             frame = f.read(h.frame_bytes) if f is not None else bytes(value[:h.frame_bytes])
@@ -449,6 +481,58 @@ def _frame_one(h: Header):
     return one
 
 
+_MAX_FRAGMENTS = 1_000_000
+
+
+def _frame_one_fragments(ds, path: Path, frames: int) -> list[tuple[int, int]]:
+    """(offset, length) of frame 1's fragments of encapsulated pixel data, from the item headers alone
+    (8 bytes each; no fragment is read): the Basic Offset Table when it is consistent, else one fragment
+    a frame when their counts match, else the fragments up to the first that ends an image (EOI/EOC), else
+    all of them. Offsets are in the file (or, for an in-memory value, from ``value_tell``)."""
+    elem = ds.get_item("PixelData", keep_deferred=True)
+    value, where = getattr(elem, "value", None), getattr(elem, "value_tell", None) or 0
+    with (open(path, "rb") if value is None else nullcontext(io.BytesIO(bytes(value)))) as f:
+        base = where if value is None else 0
+        f.seek(base)
+        items, bot = [], []
+        while len(items) <= _MAX_FRAGMENTS:
+            head = f.read(8)
+            if len(head) < 8:
+                break
+            group, elem_no = int.from_bytes(head[:2], "little"), int.from_bytes(head[2:4], "little")
+            n = int.from_bytes(head[4:8], "little")
+            if (group, elem_no) == (0xFFFE, 0xE0DD):
+                break
+            if (group, elem_no) != (0xFFFE, 0xE000):
+                raise DicomSkip("corrupt DICOM pixel data: an encapsulated item header is damaged")
+            at = f.tell()
+            if at - 8 == base and n <= 4 * frames + 4:          # the Basic Offset Table
+                raw = f.read(n)
+                bot = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw) - 3, 4)]
+                continue
+            items.append((at - 8 - base, at + (where if value is not None else 0), n))
+            f.seek(at + n)
+        if len(items) > _MAX_FRAGMENTS:
+            raise DicomSkip(f"corrupt DICOM pixel data: more than {_MAX_FRAGMENTS:,} fragments")
+        if not items:
+            raise DicomSkip("no pixel data: the encapsulated pixel data holds no fragment")
+        first = items[0][0]
+        if frames == 1:
+            chosen = items
+        elif len(bot) == frames and bot[0] == 0 and all(a < b for a, b in zip(bot, bot[1:])):
+            chosen = [it for it in items if it[0] - first < bot[1]]
+        elif len(items) == frames:
+            chosen = items[:1]
+        else:
+            chosen = []
+            for it in items:
+                chosen.append(it)
+                f.seek(it[1] - (where if value is not None else 0) + max(0, it[2] - 2))
+                if f.read(2) == b"\xff\xd9":
+                    break
+    return [(at, n) for _, at, n in chosen]
+
+
 def _check_codestream(h: Header, frame: bytes) -> None:
     """A compressed frame whose own header claims another size or another number of components than the
     DICOM header is refused before the decoder allocates for it (JPEG SOF, JPEG-LS SOF55, JPEG 2000 SIZ,
@@ -460,21 +544,30 @@ def _check_codestream(h: Header, frame: bytes) -> None:
         if "JPEG" in UID(str(h.dataset.file_meta.TransferSyntaxUID)).name:
             raise DicomSkip("corrupt DICOM pixel data: the compressed frame declares no size; not decoded")
         return
-    w, hh, comps = declared
+    w, hh, comps, bits = declared
     if (w, hh) != (h.columns, h.rows) or comps != h.samples:
         raise DicomSkip(f"corrupt DICOM pixel data: the compressed frame is {w}x{hh} px with {comps} "
                         f"component(s), the header says {h.columns}x{h.rows} with {h.samples}; not decoded")
+    if bits > h.bits_allocated:
+        raise DicomSkip(f"corrupt DICOM pixel data: the compressed frame has {bits}-bit samples, the header "
+                        f"allocates {h.bits_allocated} bits; not decoded")
+    scans = scan_count(frame)
+    if scans > config.MAX_JPEG_SCANS:
+        raise DicomSkip(f"too many scans: the compressed frame has {scans} (limit {config.MAX_JPEG_SCANS}, "
+                        "config.MAX_JPEG_SCANS); decoding would take minutes; not decoded")
 
 
-def codestream_size(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, components) that a JPEG / JPEG-LS or JPEG 2000 codestream declares (a JP2 file's
-    codestream box included), read from its frame header wherever it lies before the scan data.
+def codestream_size(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, components, bits of precision) that a JPEG / JPEG-LS or JPEG 2000 codestream
+    declares (a JP2 file's codestream box included), read from its frame header wherever it lies before
+    the scan data.
 
     Args:
         data: the codestream (frame 1's bytes).
 
     Returns:
-        (width, height, components), or None when the format is not one of these or declares no size.
+        (width, height, components, precision), or None when the format is not one of these or declares no
+        size.
     """
     if data[:8] == b"\x00\x00\x00\x0cjP  ":           # JP2: the codestream is in the jp2c box
         i = 0
@@ -492,7 +585,7 @@ def codestream_size(data: bytes) -> tuple[int, int, int] | None:
     if data[:4] == b"\xff\x4f\xff\x51" and len(data) >= 42:  # JPEG 2000: SOC, then SIZ
         x, y = int.from_bytes(data[8:12], "big"), int.from_bytes(data[12:16], "big")
         xo, yo = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        return x - xo, y - yo, int.from_bytes(data[40:42], "big")
+        return x - xo, y - yo, int.from_bytes(data[40:42], "big"), (data[42] & 0x7F) + 1 if len(data) > 42 else 0
     if data[:2] != b"\xff\xd8":
         return None
     i = 2
@@ -509,9 +602,27 @@ def codestream_size(data: bytes) -> tuple[int, int, int] | None:
         length = int.from_bytes(data[i + 2:i + 4], "big")
         if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7):
             return (int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big"),
-                    data[i + 9])
+                    data[i + 9], data[i + 4])
         i += 2 + length
     return None
+
+
+def scan_count(data) -> int:
+    """How many scans (SOS markers) a JPEG codestream holds: each progressive scan is a full pass of the
+    decoder, so a few hundred kilobytes of repeated tiny scans take minutes. Entropy-coded data never
+    holds FF DA (an FF there is followed by 00 or a restart marker), so every occurrence is a scan.
+
+    Args:
+        data: the codestream (bytes or an mmap).
+
+    Returns:
+        The number of SOS markers.
+    """
+    n, pos = 0, data.find(b"\xff\xda")
+    while pos >= 0:
+        n += 1
+        pos = data.find(b"\xff\xda", pos + 2)
+    return n
 
 
 def _colour(arr: np.ndarray, h: Header) -> np.ndarray:

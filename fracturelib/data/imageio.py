@@ -572,6 +572,10 @@ def _jpeg_problems(chk: ImageCheck) -> str:
         end, stray = jpeg_walk(data)
         if end < 0:
             return _truncation_reason(chk.path, chk.width, chk.height)
+        scans = dicom.scan_count(data)
+        if scans > config.MAX_JPEG_SCANS:
+            return (f"too many scans: {scans} (limit {config.MAX_JPEG_SCANS}, config.MAX_JPEG_SCANS); decoding "
+                    "would take minutes; re-encode the file")
         extra = []
         if stray:
             extra.append(f"{stray} stray bytes between segments (skipped, as decoders do)")

@@ -784,3 +784,75 @@ def test_a_segmented_palette_is_refused_not_expanded(tmp_path, src):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert chk.status == "skipped" and "segmented palette" in chk.reason and peak < 8 << 20
+
+
+def _many_scans(n: int) -> bytes:
+    """A 64x64 progressive JPEG whose last scan is repeated ``n`` times (each a full decoder pass)."""
+    import io as _io
+
+    from PIL import Image
+    buf = _io.BytesIO()
+    Image.fromarray(F.source_image(1, 64)).resize((64, 64)).save(buf, "JPEG", progressive=True, quality=90)
+    data = buf.getvalue()
+    last = data.rindex(b"\xff\xda")
+    return data[:last] + data[last:-2] * n + data[-2:]
+
+
+@reader
+def test_a_jpeg_of_many_scans_is_refused_before_decoding(tmp_path):
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+    (tmp_path / "a.jpg").write_bytes(_many_scans(150))
+    case = F.write_codestream_bomb(tmp_path / "x.dcm", "jpeg", claim=(64, 64))
+    ds = pydicom.dcmread(case.path)
+    ds.PixelData = encapsulate([_many_scans(150)])
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(case.path)
+    for path in (tmp_path / "a.jpg", case.path):
+        chk = _check(path)
+        assert chk.status == "skipped" and chk.reason.startswith("too many scans"), chk.reason
+    (tmp_path / "b.jpg").write_bytes(_many_scans(3))
+    assert _check(tmp_path / "b.jpg").ok
+
+
+@reader
+def test_a_header_of_many_private_elements_is_parsed_for_its_few_used_ones(tmp_path, src):
+    case = F.write_dicom(tmp_path / "x.dcm", src, bits_stored=12)
+    ds = pydicom.dcmread(case.path)
+    for i in range(100_000):
+        ds.add_new((0x0009, 0x1000 + i % 0xEFFF) if i < 0xEFFF else (0x0011 + 2 * (i // 0xEFFF), 0x1000 + i % 0xEFFF),
+                   "SS", 1)
+    ds.save_as(case.path)
+    tracemalloc.start()
+    chk = _check(case.path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chk.ok and np.abs(_pixels(chk) - case.expected).max() <= 1
+    assert peak < 16 << 20, peak                      # the elements are walked, never kept
+
+
+@reader
+def test_frame_one_of_lying_offset_tables_is_bounded_before_it_is_read(tmp_path):
+    from pydicom.encaps import encapsulate
+    case = F.write_codestream_bomb(tmp_path / "x.dcm", "jpeg", claim=(64, 64))
+    ds = pydicom.dcmread(case.path)
+    frame = next(pydicom.encaps.generate_fragmented_frames(ds.PixelData))[0]
+    filler = bytes(4 << 20)                         # 4 MB after frame 1, no end-of-image marker
+    ds.NumberOfFrames = 2
+    ds.PixelData = encapsulate([frame[:-2], filler, frame], has_bot=False)
+    ds.save_as(case.path)
+    tracemalloc.start()
+    chk = _check(case.path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert chk.status == "skipped" and "larger than the frame it encodes" in chk.reason and peak < 2 << 20
+
+
+@reader
+def test_a_codestream_of_more_bits_than_allocated_is_refused(tmp_path, src):
+    case = F.write_dicom(tmp_path / "x.dcm", src, bits_stored=12, transfer_syntax="jpegls")
+    ds = pydicom.dcmread(case.path)
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.save_as(case.path)
+    chk = _check(case.path)
+    assert chk.status == "skipped" and "12-bit samples" in chk.reason
