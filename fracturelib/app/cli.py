@@ -104,7 +104,7 @@ def cmd_scan(a) -> int:
         print(f"groups with conflicting labels: {xl['dup_group'].nunique()}")
         for gid, grp in xl.groupby("dup_group"):
             members = zip(grp["relpath"], grp["label"])
-            print(f"  group {gid}: " + "; ".join(f"{_shown(r)} [{lab}]" for r, lab in members))
+            print(f"  group {gid}: " + "; ".join(f"{_shown(r)} [{_shown(lab)}]" for r, lab in members))
     if a.out:
         from fracturelib.files import ensure_dir, resolve_target
         ensure_dir(resolve_target(a.out).parent, "--out")

@@ -107,7 +107,7 @@ def prepare_checked(path: str | Path, card: ModelCard, modalities=config.RADIOGR
     from fracturelib.data.imageio import read_image_checked
     need = max(config.DECODE_OVERSAMPLE * card.image_size, config.PREDICT_DISPLAY_SIDE)
     img, chk = read_image_checked(path, channels=card.channels, need=need, modalities=modalities)
-    return _pad_resize(img, card.image_size, card.format == "litert")[None], img, chk
+    return _pad_resize(img, card.image_size, getattr(card, "format", None) == "litert")[None], img, chk
 
 
 def _pad_resize(img: np.ndarray, size: int, lite: bool) -> np.ndarray:
