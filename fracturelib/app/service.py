@@ -110,17 +110,20 @@ class ModelEntry:
         km = self.key_metric()
         metric = f"test {METRIC_NAMES.get(km[0], km[0])} {with_ci(km[1])}" if km else "no test metrics on its card"
         title = self.card.model_name if self.card.model_name and self.card.model_name != self.name else ""
-        return " - ".join(x for x in (self.name + (f" ({title})" if title else ""), self.task, metric) if x)
+        fmt = f"LiteRT {self.card.quantization or ''}".strip() if self.card.format == "litert" else ""
+        return " - ".join(x for x in (self.name + (f" ({title})" if title else ""), self.task, fmt, metric) if x)
 
     def describe(self) -> dict:
         """The model as ``GET /api/models`` lists it.
 
         Returns:
-            name, file, task, classes, threshold, key_metric ({name, value, ci_low, ci_high} or None),
-            metrics_at_threshold, preferred, label.
+            name, file, task, classes, format (``keras`` or ``litert``), quantization (None for Keras),
+            threshold, key_metric ({name, value, ci_low, ci_high} or None), metrics_at_threshold, preferred,
+            label.
         """
         km = self.key_metric()
         return {"name": self.name, "file": self.path.name, "task": self.task, "classes": list(self.card.classes),
+                "format": self.card.format or "keras", "quantization": self.card.quantization,
                 "threshold": self.card.threshold if self.task == "binary" else None,
                 "key_metric": {"name": km[0], **km[1]} if km else None,
                 "metrics_at_threshold": self.card.test_metrics_at_threshold or None,
@@ -155,12 +158,21 @@ def find_models(models_dir: str | Path) -> tuple[list[ModelEntry], list[str]]:
         models_dir: the folder ``fracturelib serve --models`` names; nothing outside it is loaded.
 
     Returns:
-        (entries, the preferred binary model first, then by name; one line per .keras file passed over).
+        (entries, the preferred binary model first, then by name; one line per model file passed over).
+        A ``.keras`` model is named by its file's stem, an exported ``.tflite`` (``fracturelib export``, its
+        card ``<name>.tflite.json``) too, or ``<stem>-litert`` beside a ``.keras`` of the same stem; the
+        exported OOD feature extractor (a companion without a card of its own) is no entry.
     """
     from fracturelib.models.cards import read_card
+    from fracturelib.models.export import OOD_FEATURES_LITE
+    from fracturelib.models.litert import SUFFIX
     folder = Path(models_dir)
     entries, skipped = [], []
-    for path in sorted(folder.glob("*.keras")) if folder.is_dir() else []:
+    paths = sorted([*folder.glob("*.keras"), *folder.glob("*" + SUFFIX)]) if folder.is_dir() else []
+    stems = {p.stem for p in paths if p.suffix == ".keras"}
+    for path in paths:
+        if path.name == OOD_FEATURES_LITE:
+            continue
         try:
             card = read_card(path)
         except ModelCardError as e:
@@ -168,7 +180,8 @@ def find_models(models_dir: str | Path) -> tuple[list[ModelEntry], list[str]]:
             continue
         if card.task == "localisation":
             continue
-        entries.append(ModelEntry(path.stem, path, card))
+        lite = path.suffix == SUFFIX
+        entries.append(ModelEntry(f"{path.stem}-litert" if lite and path.stem in stems else path.stem, path, card))
     entries.sort(key=lambda e: (not (e.card.preferred and len(e.card.classes) == 2), e.task != "binary", e.name))
     return entries, skipped
 
@@ -179,7 +192,7 @@ class Service:
 
     Attributes:
         models: name -> :class:`ModelEntry`, in menu order.
-        skipped: the .keras files passed over (unreadable cards), one line each.
+        skipped: the model files passed over (unreadable cards), one line each.
         max_upload: the upload limit in bytes.
     """
 

@@ -33,6 +33,10 @@ QUANTIZE = ("none", "float16", "int8")
 MIN_AGREEMENT = 0.995
 #: ... and a ROC-AUC within this of the Keras model's.
 MAX_AUC_DIFF = 0.005
+#: A binary decision is a tie, not a disagreement, when the Keras score is within this of the threshold and
+#: the LiteRT score within this of the Keras score: notebook 02 picks the threshold among the validation
+#: scores, so one validation image sits on it and float rounding alone (float32 LiteRT, |dp| ~1e-7) decides.
+TIE = 1e-4
 #: Calibration images for int8 (drawn from the training images, evenly from each class).
 CALIBRATION = 200
 #: Companion file names of an exported classifier (beside its .tflite).
@@ -62,32 +66,90 @@ def convert(model, quantize: str = "none", representative=None) -> bytes:
     Raises:
         ValueError: an unknown ``quantize``, or int8 without calibration images.
     """
-    import functools
     import tempfile
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize {quantize!r}: use one of {', '.join(QUANTIZE)}")
+    if quantize == "int8" and (representative is None or not len(representative)):
+        raise ValueError("int8 needs calibration images")
+    with tempfile.TemporaryDirectory() as d:
+        return converter(model, d, quantize, representative).convert()
+
+
+def converter(model, folder: str | Path, quantize: str = "none", representative=None):
+    """TensorFlow's LiteRT converter for ``model`` (exported as a SavedModel of its batch-1 call into
+    ``folder``, which must outlive the conversion), set up as :func:`convert` uses it.
+
+    Args:
+        model: the Keras model (one input, one output).
+        folder: an empty folder for the SavedModel.
+        quantize: ``none``, ``float16`` or ``int8``.
+        representative: for int8, an array (N, S, S, C) of calibration inputs.
+
+    Returns:
+        The ``tf.lite.TFLiteConverter`` (for :func:`layer_errors`, or ``.convert()``).
+    """
+    import functools
 
     import keras
     import tensorflow as tf
-    if quantize not in QUANTIZE:
-        raise ValueError(f"quantize {quantize!r}: use one of {', '.join(QUANTIZE)}")
     shape = [1, *model.input_shape[1:]]
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                         input_signature=[tf.TensorSpec(shape, tf.float32)])
+    archive.write_out(str(folder), verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(folder))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize == "float16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif quantize == "int8":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in representative)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    return conv
+
+
+def layer_errors(model, representative, images, denylisted_nodes=None) -> list[dict]:
+    """Per-tensor int8 error of ``model``, in the order the LiteRT graph computes them, from TensorFlow's
+    quantization debugger: each quantized op's output against the same op run in float on the same
+    (quantized) inputs, so an entry is that op's own error, not the error accumulated before it.
+
+    Args:
+        model: the Keras model.
+        representative: (N, S, S, C) calibration inputs (as :func:`convert` takes them).
+        images: (M, S, S, C) inputs the errors are measured on.
+        denylisted_nodes: tensor names kept in float (selective quantization), or None.
+
+    Returns:
+        One dict per quantized tensor: ``tensor`` (its name), ``op``, ``scale`` (its int8 step),
+        ``rmse``, ``max_abs_error``, ``rmse_per_step`` (``rmse / scale``: about 0.29 is pure rounding,
+        well above 1 means clipping or a range too wide for the values that matter) and ``range``
+        (``scale * 255``).
+    """
+    import io
+    import tempfile
+
+    import pandas as pd
+    import tensorflow as tf
     with tempfile.TemporaryDirectory() as d:
-        archive = keras.export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
-                             input_signature=[tf.TensorSpec(shape, tf.float32)])
-        archive.write_out(d, verbose=False)
-        conv = tf.lite.TFLiteConverter.from_saved_model(d)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize == "float16":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.target_spec.supported_types = [tf.float16]
-        elif quantize == "int8":
-            if representative is None or not len(representative):
-                raise ValueError("int8 needs calibration images")
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in representative)
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-        return conv.convert()
+        conv = converter(model, d, "int8", representative)
+        opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denylisted_nodes)
+        dbg = tf.lite.experimental.QuantizationDebugger(
+            converter=conv, debug_dataset=lambda: ([x[None].astype(np.float32)] for x in images),
+            debug_options=opts)
+        dbg.run()
+    buf = io.StringIO()
+    dbg.layer_statistics_dump(buf)
+    buf.seek(0)
+    df = pd.read_csv(buf)
+    out = []
+    for r in df.sort_values("tensor_idx").itertuples():
+        rmse = float(np.sqrt(r.mean_squared_error))
+        out.append({"tensor": r.tensor_name, "op": r.op_name, "scale": float(r.scale), "rmse": rmse,
+                    "max_abs_error": float(r.max_abs_error), "rmse_per_step": rmse / float(r.scale),
+                    "range": 255 * float(r.scale)})
+    return out
 
 
 def positive_scores(outputs: np.ndarray, binary: bool) -> np.ndarray:
@@ -113,13 +175,16 @@ def parity(ref: np.ndarray, lite: np.ndarray, labels: np.ndarray | None, thresho
         threshold: the binary decision threshold (None: arg-max).
 
     Returns:
-        ``{"n", "agreement", "max_abs_diff", "roc_auc_keras", "roc_auc_litert", "roc_auc_diff"}``; the
-        ROC-AUCs are None when ``labels`` is None or has one class.
+        ``{"n", "agreement", "ties", "max_abs_diff", "roc_auc_keras", "roc_auc_litert", "roc_auc_diff"}``:
+        ``ties`` counts the binary decisions that differ only within :data:`TIE` of the threshold (they
+        count as agreeing); the ROC-AUCs are None when ``labels`` is None or has one class.
     """
     binary = ref.ndim == 1
     d_ref = ref >= threshold if binary else ref.argmax(axis=1)
     d_lite = lite >= threshold if binary else lite.argmax(axis=1)
-    out = {"n": int(len(ref)), "agreement": float(np.mean(d_ref == d_lite)) if len(ref) else 1.0,
+    same = d_ref == d_lite
+    ties = ~same & (np.abs(ref - threshold) <= TIE) & (np.abs(lite - ref) <= TIE) if binary else np.zeros_like(same)
+    out = {"n": int(len(ref)), "agreement": float(np.mean(same | ties)) if len(ref) else 1.0, "ties": int(ties.sum()),
            "max_abs_diff": float(np.abs(ref - lite).max()) if len(ref) else 0.0,
            "roc_auc_keras": None, "roc_auc_litert": None, "roc_auc_diff": None}
     if labels is not None and len(np.unique(labels)) > 1:

@@ -206,3 +206,12 @@ def test_a_tflite_prediction_never_imports_tensorflow(trained, exported, tmp_pat
     r = json.loads("\n".join(lines[:-1]))
     assert r["in_distribution"] is True and r["class"] in config.BINARY_CLASSES
     assert r["localisation"].startswith("localiser") and r["overlay"]
+
+
+def test_a_decision_on_the_threshold_is_a_tie_not_a_disagreement():
+    """Notebook 02's threshold is a validation score: float rounding alone must not fail the gate there."""
+    ref = np.array([0.1, 0.2382315844297409, 0.9])
+    f = export.parity(ref, ref - np.array([0, 3e-8, 0]), np.array([0, 1, 1]), 0.2382315844297409)
+    assert f["agreement"] == 1.0 and f["ties"] == 1 and export.passes(f)
+    f = export.parity(ref, ref - np.array([0, 0.01, 0]), None, 0.2382315844297409)        # a real flip counts
+    assert f["agreement"] < export.MIN_AGREEMENT and f["ties"] == 0
