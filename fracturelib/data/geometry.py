@@ -84,3 +84,29 @@ def overlay_with_regions(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
     cnts, _ = cv2.findContours(np.asarray(mask).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(ov, cnts, -1, colour, 2)
     return ov
+
+
+def draw_boxes(image: np.ndarray, boxes, colour=(255, 200, 0), thickness: int = 2, scores: bool = True) -> np.ndarray:
+    """Boxes drawn on an image (a copy, RGB uint8), each with its score when it has one.
+
+    Args:
+        image: (H, W), (H, W, 1) or (H, W, 3) image, 0-255.
+        boxes: rows ``x0, y0, x1, y1[, score]`` in the image's pixels.
+        colour: RGB colour of the outlines.
+        thickness: line width in pixels.
+        scores: write each box's score above it (when given).
+
+    Returns:
+        uint8 array (H, W, 3).
+    """
+    import cv2
+    im = np.asarray(image)
+    if im.ndim == 2 or im.shape[-1] == 1:
+        im = np.repeat(im.reshape(im.shape[0], im.shape[1], -1)[..., :1], 3, axis=2)
+    out = np.ascontiguousarray(np.clip(im, 0, 255).astype(np.uint8))
+    for b in np.reshape(np.asarray(boxes, float), (-1, np.shape(boxes)[-1] if len(boxes) else 4)):
+        x0, y0, x1, y1 = (int(round(v)) for v in b[:4])
+        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
+        if scores and len(b) > 4:
+            cv2.putText(out, f"{b[4]:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+    return out

@@ -279,3 +279,50 @@ def overlay_gallery(rows: pd.DataFrame, heats, title: str, k: int = 6, caption: 
     fig = image_grid(imgs, names, ncols=k, size=2.4, suptitle=title)
     plt.show()
     return fig
+
+
+def froc(curves: dict, fp_rates=(0.125, 0.25, 0.5, 1, 2, 4)):
+    """FROC curves: sensitivity against false positives per image (log scale), the standard rates marked.
+
+    Args:
+        curves: name -> ``metrics.detection.froc_curve`` table (``fp_per_image``, ``sensitivity``).
+        fp_rates: the false-positive rates to mark on the x axis.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for name, c in curves.items():
+        ax.step(np.maximum(c["fp_per_image"], fp_rates[0] / 2), c["sensitivity"], where="post", label=name)
+    ax.set_xscale("log")
+    ax.set_xticks(list(fp_rates), [f"{r:g}" for r in fp_rates])
+    ax.set_xlim(fp_rates[0] / 2, fp_rates[-1] * 1.5)
+    ax.set_ylim(0, 1)
+    ax.set(xlabel="false positives per image", ylabel="sensitivity (fractures found)", title="FROC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def box_gallery(images, gt_boxes, dets, titles, suptitle: str, ncols: int = 6):
+    """Images with the expert boxes (white) and the detector's boxes (amber, with scores).
+
+    Args:
+        images: the images in their own pixels.
+        gt_boxes: per image its expert boxes ``[x, y, w, h]``.
+        dets: per image the boxes to draw ``x0, y0, x1, y1, score``.
+        titles: one title per image.
+        suptitle: title of the figure.
+        ncols: images per row.
+
+    Returns:
+        The matplotlib Figure, or None when there is nothing to show.
+    """
+    from fracturelib.data.geometry import draw_boxes
+    if not len(images):
+        print(f"{suptitle}: none")
+        return None
+    drawn = [draw_boxes(draw_boxes(im, [[x, y, x + w, y + h] for x, y, w, h in g], (255, 255, 255)), d)
+             for im, g, d in zip(images, gt_boxes, dets)]
+    return image_grid(drawn, titles, ncols=ncols, size=2.4, suptitle=suptitle)
