@@ -57,6 +57,16 @@ def _pixels(chk) -> np.ndarray:
     return np.asarray(chk.image).astype(np.int64)
 
 
+def _traced_check(path, **kw):
+    """(:func:`_check`'s result, the peak of Python allocations while it ran, in bytes)."""
+    tracemalloc.start()
+    try:
+        chk = _check(path, **kw)
+        return chk, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def _warm_up(folder: Path) -> None:
     """Read one small DICOM of each codec first: lazy imports are not the cost of the file measured next."""
     for ts in ("explicit", "rle"):
@@ -354,12 +364,7 @@ def test_bits_allocated_1_is_skipped_as_a_mask(tmp_path):
 def test_huge_header_claim_is_refused_on_the_header(tmp_path):
     path = F.write_huge_claim(tmp_path / "huge.dcm").path
     _warm_up(tmp_path)
-    tracemalloc.start()
-    try:
-        chk = _check(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    chk, peak = _traced_check(path)
     assert chk.status == "skipped" and "60000" in chk.reason, chk.reason
     assert peak < 16 << 20, f"{peak >> 20} MB traced"
 
@@ -374,12 +379,7 @@ def test_large_rle_frame_respects_the_decoding_budget(tmp_path, monkeypatch):
     monkeypatch.setattr(imageio.DECODE_BUDGET, "limit", 16 << 20)
     monkeypatch.setattr(config, "DECODE_BUDGET_MB", 16)
     _warm_up(tmp_path)
-    tracemalloc.start()
-    try:
-        chk = _check(path)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    chk, peak = _traced_check(path)
     assert chk.status == "skipped" and ("budget" in chk.reason or "too large" in chk.reason), chk.reason
     assert peak < 16 << 20, f"{peak >> 20} MB traced"
 
@@ -709,10 +709,7 @@ def _app_segments(jpeg: bytes, n: int = 2) -> bytes:
                                         ("jpeg", lambda f: f[:2] + f[f.index(b"\xff\xda"):])])
 def test_a_frame_whose_size_is_hidden_or_lies_is_refused_before_decoding(tmp_path, codec, wrap):
     path = _rewrap(F.write_codestream_bomb(tmp_path / "x.dcm", codec, claim=(40000, 40000)).path, wrap)
-    tracemalloc.start()
-    chk = _check(path)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    chk, peak = _traced_check(path)
     assert chk.status == "skipped" and "compressed frame" in chk.reason and peak < 32 << 20, (chk.reason, peak)
 
 
@@ -723,10 +720,7 @@ def test_only_frame_one_is_read_from_a_long_multiframe_file(tmp_path, src):
     ds.NumberOfFrames = 1500                                     # 1500 frames of 16-bit pixels: ~50 MB
     ds.PixelData = ds.PixelData[:len(ds.PixelData) // 3] * 1500
     ds.save_as(case.path)
-    tracemalloc.start()
-    chk = _check(case.path)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    chk, peak = _traced_check(case.path)
     assert chk.ok and "1500 frames" in chk.note and peak < 8 << 20, peak
     assert np.abs(_pixels(chk) - case.expected).max() <= 1
 
@@ -779,10 +773,7 @@ def test_a_segmented_palette_is_refused_not_expanded(tmp_path, src):
         ds[f"{c}PaletteColorLookupTableDescriptor"].VR = "US"
         setattr(ds, f"Segmented{c}PaletteColorLookupTableData", b"\x01\x00\xff\xff\x00\x00" * 300)
     ds.save_as(case.path)
-    tracemalloc.start()
-    chk = _check(case.path)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    chk, peak = _traced_check(case.path)
     assert chk.status == "skipped" and "segmented palette" in chk.reason and peak < 8 << 20
 
 
@@ -823,10 +814,7 @@ def test_a_header_of_many_private_elements_is_parsed_for_its_few_used_ones(tmp_p
         ds.add_new((0x0009, 0x1000 + i % 0xEFFF) if i < 0xEFFF else (0x0011 + 2 * (i // 0xEFFF), 0x1000 + i % 0xEFFF),
                    "SS", 1)
     ds.save_as(case.path)
-    tracemalloc.start()
-    chk = _check(case.path)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    chk, peak = _traced_check(case.path)
     assert chk.ok and np.abs(_pixels(chk) - case.expected).max() <= 1
     assert peak < 16 << 20, peak                      # the elements are walked, never kept
 
@@ -841,10 +829,7 @@ def test_frame_one_of_lying_offset_tables_is_bounded_before_it_is_read(tmp_path)
     ds.NumberOfFrames = 2
     ds.PixelData = encapsulate([frame[:-2], filler, frame], has_bot=False)
     ds.save_as(case.path)
-    tracemalloc.start()
-    chk = _check(case.path)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    chk, peak = _traced_check(case.path)
     assert chk.status == "skipped" and "larger than the frame it encodes" in chk.reason and peak < 2 << 20
 
 
