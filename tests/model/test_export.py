@@ -1,7 +1,8 @@
 """`fracturelib export --format litert` (issue 22): the parity gate, the exported card, and a `.tflite`
 prediction that gives the Keras model's answer without importing TensorFlow.
 
-One small data folder (48 FracAtlas radiographs), one 32-px CNN trained on it for a few epochs and a tiny
+One small data folder (48 FracAtlas radiographs), one 32-px CNN whose head is a logistic regression of the
+label on the mean grey level (fitted on the training images: the same scores on every CPU) and a tiny
 localiser are made once for the module; conversions of such models take a second or two each.
 """
 import json
@@ -35,12 +36,9 @@ def _tiny_localiser(folder):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(model folder with bin.keras + localiser.keras, the data folder, its split rows)."""
-    import keras
 
     from fracturelib.data import build_manifest, usable
-    from fracturelib.data.pipeline import labels_for, load_images
     from fracturelib.data.splits import split_from_card
-    from fracturelib.models import cnn
     base = tmp_path_factory.mktemp("export")
     data = base / "tiny_fracatlas"
     for src, dst in (("Fractured", "fractured"), ("Non_fractured", "non-fractured")):
@@ -51,17 +49,57 @@ def trained(tmp_path_factory):
     manifest = build_manifest(data, progress=False)
     rows = split_from_card(manifest, ModelCard(classes, SIZE, 1, data={"split": SPLIT, "manifest_hash":
                                                                       _hash(manifest)}))
-    keras.utils.set_random_seed(0)
-    m = cnn.build_binary_cnn(SIZE, 1)
-    tr = rows[rows.split == "train"]
-    m.fit(load_images(tr, SIZE, 1), labels_for(tr, classes), epochs=4, batch_size=8, verbose=0)
+    m = _grey_level_classifier(rows[rows.split == "train"], classes)
+    threshold = _widest_gap(m, rows[rows.split == "val"])
     folder = base / "models"
     card = cards.make_card("binary", classes, SIZE, 1, "test", data, usable(manifest, classes), SPLIT,
-                           {s: rows[rows.split == s] for s in ("train", "val", "test")}, threshold=0.5,
+                           {s: rows[rows.split == s] for s in ("train", "val", "test")}, threshold=threshold,
                            companions={"localiser": config.LOCALISER_FILE, "ood": config.OOD_FILE})
     cards.save_model(m, folder / "bin.keras", card)
     _tiny_localiser(folder)
     return folder, data, rows
+
+
+def _grey_level_classifier(train, classes):
+    """A Functional CNN (Rescaling, a 1x1 conv Grad-CAM can use, pooling, sigmoid) whose only learnt
+    weights are a logistic regression of the label on the mean grey level, fitted on the training images.
+
+    Trained, but with no CPU-dependent optimiser path: its scores are the same on every machine (to float32
+    rounding), so the parity verdicts below rest on the stated margin (:func:`_margins`), not on luck.
+    """
+    import keras
+    from keras import layers
+    from sklearn.linear_model import LogisticRegression
+
+    from fracturelib.data.pipeline import labels_for, load_images
+    grey = load_images(train, SIZE, 1).mean(axis=(1, 2, 3))[:, None] / 255
+    fit = LogisticRegression(C=1e4).fit(grey, labels_for(train, classes))
+    inp = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(1, 1, kernel_initializer="ones", bias_initializer="zeros", name="conv")(
+        layers.Rescaling(1 / 255)(inp))
+    out = layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(fit.coef_),
+                       bias_initializer=keras.initializers.Constant(fit.intercept_))(layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out)
+
+
+def _widest_gap(model, val) -> float:
+    """The decision threshold: the middle of the widest gap between the scores of the validation images and
+    of the images the test predicts, among the middle half of them (both classes keep images each side)."""
+    from fracturelib.data.imageio import read_image
+    from fracturelib.data.pipeline import load_images, pad_resize
+    probes = np.stack([pad_resize(read_image(_image(k), channels=1), SIZE).numpy() for k in range(2)])
+    p = np.sort(model.predict(np.concatenate([load_images(val, SIZE, 1), probes]), verbose=0)[:, 0])
+    middle = p[len(p) // 4:len(p) - len(p) // 4]
+    i = int(np.argmax(np.diff(middle)))
+    return float(middle[i] + middle[i + 1]) / 2
+
+
+def _margins(model, images, labels, threshold):
+    """(the smallest distance of a score to the threshold, the smallest gap between scores of different
+    classes): float16 moves these scores by < 1e-3, so margins above 1e-3 keep decisions and ranks."""
+    p = model.predict(images, verbose=0)[:, 0]
+    y = np.asarray(labels).astype(bool)
+    return float(np.abs(p - threshold).min()), float(np.abs(p[y][:, None] - p[~y][None, :]).min())
 
 
 def _hash(manifest):
@@ -91,7 +129,16 @@ def test_pad_resize_without_tensorflow_matches_tensorflow():
 
 
 def test_float16_export_passes_the_gate_and_predict_gives_the_keras_answer(trained, exported, tmp_path, capsys):
+    import keras
+
+    from fracturelib.data.pipeline import labels_for, load_images
     folder, _, rows = trained
+    val, classes = rows[rows.split == "val"], list(config.BINARY_CLASSES)
+    threshold = cards.read_card(folder / "bin.keras").threshold
+    to_threshold, cross_class = _margins(keras.models.load_model(folder / "bin.keras", compile=False),
+                                         load_images(val, SIZE, 1), labels_for(val, classes), threshold)
+    assert to_threshold > 1e-3 and cross_class > 1e-3, (to_threshold, cross_class)   # the premise, stated
+    assert exported.figures["max_abs_diff"] < 1e-3 / 2                  # ... and float16 stays inside it
     assert exported.passed and exported.path == folder / "bin.tflite" and exported.path.exists()
     f = exported.figures
     assert f["n"] == int((rows.split == "val").sum()) and f["agreement"] >= export.MIN_AGREEMENT
@@ -104,6 +151,8 @@ def test_float16_export_passes_the_gate_and_predict_gives_the_keras_answer(train
                          "--overlay-dir", str(tmp_path / model)]) == 0
             answers.append(json.loads(capsys.readouterr().out))
         keras_r, lite_r = answers
+        fractured = next(t["probability"] for t in keras_r["top"] if t["class"] == "fractured")
+        assert abs(fractured - keras_r["threshold"]) > 1e-3              # the premise for this image too
         assert set(keras_r) == set(lite_r)                              # the same JSON schema
         assert lite_r["class"] == keras_r["class"] and abs(lite_r["confidence"] - keras_r["confidence"]) < 0.01
         assert lite_r["localisation"] == keras_r["localisation"] == "localiser (box-trained heatmap)"
