@@ -47,19 +47,9 @@ def build(image_size: int = 384, channels: int = 1, backbone: str = "efficientne
     from keras import layers
 
     from fracturelib.models import backbones
-    if image_size % 32:
-        raise ValueError(f"image_size {image_size}: use a multiple of 32")
-    base = backbones.build_backbone(backbone, weights, input_shape=(image_size, image_size, 3))
-    taps = keras.Model(base.inputs, [base.get_layer(n).output for n in backbones.feature_taps(base, backbone)],
-                       name="backbone")
-    taps.trainable = False
-    s8, s16, s32 = (o.shape[1:] for o in taps.outputs)
-    i8, i16, i32 = keras.Input(s8, name="s8"), keras.Input(s16, name="s16"), keras.Input(s32, name="s32")
+    from fracturelib.models.localiser import feature_pyramid
+    taps, (i8, i16, i32), x = feature_pyramid(image_size, backbone, weights, width)
     conv = lambda n, c=width, k=1, act=None, **kw: layers.Conv2D(c, k, padding="same", activation=act, name=n, **kw)  # noqa: E731
-    up = lambda n: layers.UpSampling2D(2, interpolation="bilinear", name=n)  # noqa: E731
-    x = conv("lat32")(i32)
-    x = conv("smooth16", k=3, act="relu")(layers.Add(name="merge16")([up("up16")(x), conv("lat16")(i16)]))
-    x = conv("smooth8", k=3, act="relu")(layers.Add(name="merge8")([up("up8")(x), conv("lat8")(i8)]))
     prior = -math.log((1 - 0.1) / 0.1)                   # CenterNet's heatmap bias: start at 10% everywhere
     heat = conv("heat_logits", 1, bias_initializer=keras.initializers.Constant(prior))(
         conv("heat_conv", k=3, act="relu")(x))

@@ -18,20 +18,19 @@ import numpy as np
 STRIDE = 8
 
 
-def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientnet_lite0",
-          weights: str = "imagenet", width: int = 64):
-    """The localiser: ``image -> heatmap`` (stride 8, sigmoid), backbone nested and frozen.
+def feature_pyramid(image_size: int, backbone: str, weights: str, width: int):
+    """The frozen backbone's three taps (strides 8, 16, 32) and a small top-down pyramid merging them at
+    stride 8: what the localiser and the detector (:mod:`fracturelib.models.centernet`) put their heads on.
 
     Args:
         image_size: square input side (a multiple of 32).
-        channels: 1 (grayscale radiographs, repeated to RGB inside) or 3.
         backbone: a registry name (its ``feature_taps`` give the three scales).
         weights: the backbone's weights (``imagenet`` offline, or ``none``).
-        width: channels of the head.
+        width: channels of the pyramid.
 
     Returns:
-        (localiser model, head model that maps the three cached feature maps to the heatmap's
-        logits; the localiser applies the sigmoid).
+        (taps: the frozen backbone model -> three feature maps, the three feature-map Inputs (s8, s16, s32),
+        the merged stride-8 tensor built on them).
 
     Raises:
         ValueError: if ``image_size`` is not a multiple of 32.
@@ -55,6 +54,33 @@ def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientne
     x = conv("smooth16", 3, "relu")(x)
     x = layers.Add(name="merge8")([up("up8")(x), conv("lat8")(i8)])
     x = conv("smooth8", 3, "relu")(x)
+    return taps, (i8, i16, i32), x
+
+
+def build(image_size: int = 320, channels: int = 1, backbone: str = "efficientnet_lite0",
+          weights: str = "imagenet", width: int = 64):
+    """The localiser: ``image -> heatmap`` (stride 8, sigmoid), backbone nested and frozen.
+
+    Args:
+        image_size: square input side (a multiple of 32).
+        channels: 1 (grayscale radiographs, repeated to RGB inside) or 3.
+        backbone: a registry name (its ``feature_taps`` give the three scales).
+        weights: the backbone's weights (``imagenet`` offline, or ``none``).
+        width: channels of the head.
+
+    Returns:
+        (localiser model, head model that maps the three cached feature maps to the heatmap's
+        logits; the localiser applies the sigmoid).
+
+    Raises:
+        ValueError: if ``image_size`` is not a multiple of 32.
+    """
+    import keras
+    from keras import layers
+
+    from fracturelib.models import backbones
+    taps, inputs, x = feature_pyramid(image_size, backbone, weights, width)
+    i8, i16, i32 = inputs
     prior = -math.log((1 - 0.05) / 0.05)                 # start at 5% everywhere (CenterNet's trick)
     logits = layers.Conv2D(1, 1, name="heatmap_logits", bias_initializer=keras.initializers.Constant(prior))(x)
     head = keras.Model([i8, i16, i32], logits, name="head")     # trained on logits: a stable loss
