@@ -47,12 +47,13 @@ BINARY_CNN_FILE = "binary_cnn.keras"            # notebook 02, the design CNN
 BINARY_TRANSFER_FILE = "binary_transfer.keras"  # notebook 02, the ImageNet transfer model
 FRACTURE_TYPES_FILE = "fracture_types.keras"    # notebook 03
 LOCALISER_FILE = "localiser.keras"              # notebook 04, the box-trained localiser
+DETECTOR_FILE = "detector.keras"                # notebook 04, the fracture detector (boxes, CenterNet)
 OOD_FILE = "ood.npz"                            # notebook 02, the "is this a radiograph?" detector
 #: The binary models `fracturelib predict` looks for, in order, when no --model is given.
 BINARY_MODELS = (BINARY_TRANSFER_FILE, BINARY_CNN_FILE)
-MODEL_FILES = (BINARY_CNN_FILE, BINARY_TRANSFER_FILE, FRACTURE_TYPES_FILE, LOCALISER_FILE, OOD_FILE)
+MODEL_FILES = (BINARY_CNN_FILE, BINARY_TRANSFER_FILE, FRACTURE_TYPES_FILE, LOCALISER_FILE, DETECTOR_FILE, OOD_FILE)
 #: What a classifier's card names as its companions (kind -> file name beside the card).
-COMPANIONS = {"localiser": LOCALISER_FILE, "ood": OOD_FILE}
+COMPANIONS = {"localiser": LOCALISER_FILE, "detector": DETECTOR_FILE, "ood": OOD_FILE}
 
 
 # File validation limits.

@@ -36,6 +36,25 @@ def split_like_notebook_02(data_dir: str, seed: int = 42):
     return assign_splits(rows, 0.15, 0.20, seed=seed, respect_existing=False)
 
 
+def _cache_path(args, parts: dict | None = None) -> Path:
+    """Where the frozen backbone's features of this split and size are cached: the file name carries the
+    size, the backbone and a hash of the split's file lists, so another seed or data folder never reads them.
+
+    Args:
+        args: the command line (out, size; data_dir and seed when ``parts`` is None).
+        parts: split name -> manifest rows (default: notebook 02's split of ``args.data_dir``).
+
+    Returns:
+        The ``.npz`` path under ``args.out``.
+    """
+    import hashlib
+    if parts is None:
+        d = split_like_notebook_02(args.data_dir, args.seed)
+        parts = {s: d[d["split"] == s] for s in ("train", "val", "test")}
+    key = hashlib.sha256("\n".join(f"{s}:{p}" for s, r in parts.items() for p in r["relpath"]).encode()).hexdigest()
+    return Path(args.out) / f"features_efficientnet_lite0_{args.size}_{key[:12]}.npz"
+
+
 def train(args) -> None:
     """Cache features, train the heads (validation picks the epoch), store val/test detections.
 
@@ -47,32 +66,38 @@ def train(args) -> None:
     """
     from fracturelib.data.fracatlas import load_boxes
     from fracturelib.data.pipeline import load_images
-    from fracturelib.models import centernet, recipe
+    from fracturelib.models import box_decode, centernet, recipe
     from fracturelib.models.localiser import boxes_of
     t0 = time.perf_counter()
     d = split_like_notebook_02(args.data_dir, args.seed)
     boxes = load_boxes(args.data_dir)
-    det, head = centernet.build(args.size, 1)
+    det, head = centernet.build(args.size, 1, width=args.width)
     parts = {s: d[d["split"] == s] for s in ("train", "val", "test")}
-    feats, sizes = {}, {}
-    for s, r in parts.items():
-        imgs = load_images(r, args.size, 1)
-        feats[s] = centernet.features(det, imgs, 16)
-        sizes[s] = list(zip(r["width"], r["height"]))
-        if s == "train":
-            bx_tr = boxes_of(r, boxes)
-            mirror = [i for i, b in enumerate(bx_tr) if b]
-            feats["mirror"] = centernet.features(det, imgs[mirror][:, :, ::-1], 16)
-        print(f"{s}: {len(r)} images ({(r.label == 'fractured').sum()} fractured), features "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-        del imgs
+    sizes = {s: list(zip(r["width"], r["height"])) for s, r in parts.items()}
+    bx_tr = boxes_of(parts["train"], boxes)
+    mirror = [i for i, b in enumerate(bx_tr) if b]
+    cache = _cache_path(args, parts)                          # the frozen backbone's maps: computed once per split
+    if cache.exists():
+        with np.load(cache) as z:
+            feats = {s: [z[f"{s}{j}"] for j in range(3)] for s in ("train", "mirror", "val", "test")}
+    else:
+        feats = {}
+        for s, r in parts.items():
+            imgs = load_images(r, args.size, 1)
+            feats[s] = centernet.features(det, imgs, 16)
+            if s == "train":
+                feats["mirror"] = centernet.features(det, imgs[mirror][:, :, ::-1], 16)
+            print(f"{s}: {len(r)} images ({(r.label == 'fractured').sum()} fractured), features "
+                  f"{time.perf_counter() - t0:.0f} s", flush=True)
+            del imgs
+        np.savez(cache, **{f"{s}{j}": a for s, v in feats.items() for j, a in enumerate(v)})
     bx_va = boxes_of(parts["val"], boxes)                      # validation boxes: epoch selection only
-    m_boxes = [[[sizes["train"][i][0] - x - bw, y, bw, bh] for x, y, bw, bh in bx_tr[i]] for i in mirror]
+    m_boxes = [centernet.mirror_boxes(bx_tr[i], sizes["train"][i][0]) for i in mirror]
     x_tr = [np.concatenate([a, b]) for a, b in zip(feats["train"], feats["mirror"])]
     res = centernet.train_on_features(head, x_tr, bx_tr + m_boxes, sizes["train"] + [sizes["train"][i] for i in mirror],
                                       feats["val"], bx_va, sizes["val"], args.size, epochs=args.epochs,
-                                      batch_size=32, patience=args.patience, seed=args.seed, verbose=True, t0=t0,
-                                      n_images=len(parts["train"]), negatives=args.negatives)
+                                      batch_size=32, learning_rate=args.lr, patience=args.patience, seed=args.seed,
+                                      verbose=True, t0=t0, n_images=len(parts["train"]), negatives=args.negatives)
     print(res, flush=True)
     out = Path(args.out)
     det.save(out / "centernet.keras")
@@ -82,7 +107,7 @@ def train(args) -> None:
     for s in ("val", "test"):
         heat, size, off = centernet.head_outputs(head, feats[s])
         pred[s] = {"rows": parts[s][["relpath", "label", "width", "height"]].reset_index(drop=True),
-                   "dets": [centernet.decode(heat[i], size[i], off[i], 100, 0.0, wh, args.size)
+                   "dets": [box_decode.decode(heat[i], size[i], off[i], 100, 0.0, wh, args.size)
                             for i, wh in enumerate(sizes[s])],
                    "probe": probe.predict_proba(feats[s][2].astype(np.float32).mean(axis=(1, 2)))[:, 1]}
     (out / "predictions.pkl").write_bytes(pickle.dumps(pred))
@@ -99,32 +124,41 @@ def evaluate(args) -> None:
         None; prints the tables and writes ``figures.json`` under ``args.out``.
     """
     from fracturelib.data.fracatlas import load_boxes
-    from fracturelib.metrics import detection
-    from fracturelib.models import centernet
+    from fracturelib.models.detector_scoring import score_detections
     from fracturelib.models.localiser import boxes_of
     out = Path(args.out)
     pred = pickle.loads((out / "predictions.pkl").read_bytes())
     boxes = load_boxes(args.data_dir)
-    figs = {"train": {k: v for k, v in pred["result"].items() if k != "history"}}
-    for s in ("val", "test"):
-        p = pred[s]
-        gt = boxes_of(p["rows"], boxes)
-        y = (p["rows"]["label"] == "fractured").to_numpy(int)
-        p.update(gt=gt, y=y, box=centernet.image_scores(p["dets"]))
-    fuse = detection.fit_fusion(pred["val"]["y"], {"box": pred["val"]["box"], "probe": pred["val"]["probe"]})
-    for s in ("val", "test"):
-        p = pred[s]
-        p["fused"] = fuse({"box": p["box"], "probe": p["probe"]})
-        tab = detection.detection_report(p["gt"], p["dets"], n_boot=args.n_boot if s == "test" else 0, seed=args.seed)
-        iou = detection.froc(p["gt"], p["dets"], hit="iou")
-        img = detection.image_level_table(p["y"], {k: p[k] for k in ("probe", "box", "fused")}, "probe")
-        print(f"== {s}: {len(p['y'])} images, {p['y'].sum()} fractured, {sum(map(len, p['gt']))} boxes")
-        print(tab.round(3).to_string())
-        print("FROC with IoU>=0.3 hits:", {k: round(v, 3) for k, v in iou.items()})
-        print(img.round(4).to_string())
-        figs[s] = {"detection": tab.round(4).to_dict("index"), "froc_iou03": iou,
-                   "image_level": img.round(4).to_dict("index")}
-    figs["fusion_coef"] = {k: float(v) for k, v in fuse.coef.items()}
+    if args.redecode:                      # the saved heads on the cached features, decoded by today's code
+        import keras
+
+        from fracturelib.models import backbones, box_decode, centernet
+        head = keras.models.load_model(out / "centernet.keras", compile=False,
+                                       custom_objects=backbones.custom_objects()).get_layer("centernet_head")
+        with np.load(_cache_path(args)) as z:
+            for s in ("val", "test"):
+                heat, size, off = centernet.head_outputs(head, [z[f"{s}{j}"] for j in range(3)])
+                rows = pred[s]["rows"]
+                pred[s]["dets"] = [box_decode.decode(heat[i], size[i], off[i], 100, 0.0, wh, pred["size"])
+                                   for i, wh in enumerate(zip(rows["width"], rows["height"]))]
+    splits = ("val", "test")
+    r = score_detections({s: pred[s]["dets"] for s in splits}, {s: boxes_of(pred[s]["rows"], boxes) for s in splits},
+                         {s: (pred[s]["rows"]["label"] == "fractured").to_numpy(int) for s in splits},
+                         {s: pred[s]["probe"] for s in splits}, n_boot=args.n_boot, seed=args.seed,
+                         box_fp_rate=args.box_fp_rate)
+    gt = r.expert["test"]
+    print(f"== test: {len(gt)} images, {sum(map(bool, gt))} with boxes, {sum(map(len, gt))} boxes")
+    print(r.table.round(3).to_string())
+    print("FROC with IoU>=0.3 hits:", {k: round(v, 3) for k, v in r.froc_iou.items()})
+    print("image level, test (classifier = a logistic probe on the frozen features):")
+    print(r.image_level.round(4).to_string())
+    print(f"validation: fused {'beats' if r.fusion_preferred else 'does not beat'} the classifier; "
+          f"weights {r.fusion_coef}; box threshold {r.box_threshold:.3f} ({args.box_fp_rate} FP/image on validation)")
+    figs = {"train": {k: v for k, v in pred["result"].items() if k != "history"}, "history": pred["result"]["history"],
+            "test": {"detection": r.card_metrics(), "froc_iou03": r.froc_iou,
+                     "image_level": r.image_level.round(4).to_dict("index")},
+            "val_image_level": r.image_level_val.round(4).to_dict("index"), "fusion_preferred": r.fusion_preferred,
+            "fusion_coef": r.fusion_coef, "box_threshold": r.box_threshold, **r.key_figures()}
     (out / "figures.json").write_text(json.dumps(figs, indent=1, default=float))
 
 
@@ -141,8 +175,12 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=384)
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--patience", type=int, default=6)
+    ap.add_argument("--width", type=int, default=32, help="channels of the pyramid and heads")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--negatives", type=float, default=0.5, help="share of non-fractured images per epoch")
+    ap.add_argument("--box-fp-rate", type=float, default=0.5, help="FP/image on validation at the box threshold")
+    ap.add_argument("--redecode", action="store_true", help="evaluate: decode the saved heads' outputs again")
     ap.add_argument("--seed", type=int, default=42)
     args = ap.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,8 @@ def cmd_predict(a) -> int:
     """``fracturelib predict``: classify images with a saved model, writing a heatmap overlay for each.
 
     Args:
-        a: the parsed arguments (``images``, ``model``, ``localiser``, ``cam``, ``overlay_dir``, ``json``).
+        a: the parsed arguments (``images``, ``model``, ``localiser``, ``detector``, ``cam``, ``overlay_dir``,
+            ``json``).
 
     Returns:
         0 when every image was classified; 1 when any failed (each failure is an ``error:`` line).
@@ -152,8 +153,11 @@ def cmd_predict(a) -> int:
     import json
 
     from fracturelib.app.predict import Predictor, format_result, predict_many
+    from fracturelib.files import OutputError
+    if a.overlay_dir is not None and not a.overlay_dir.strip():
+        raise OutputError("--overlay-dir is empty; name a folder (or leave it out: ./overlays)", exit_code=2)
     predictor = Predictor(a.model, localiser_path=a.localiser, cam=a.cam, num_threads=a.threads,
-                          modalities=_chosen(a.modalities))
+                          modalities=_chosen(a.modalities), detector_path=a.detector)
     results = predict_many(predictor, a.images, a.overlay_dir)
     if a.json:
         print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
@@ -166,7 +170,7 @@ def cmd_predict(a) -> int:
 
 
 def cmd_export(a) -> int:
-    """``fracturelib export``: a saved Keras model (with its localiser and OOD feature extractor) as
+    """``fracturelib export``: a saved Keras model (with its localiser, detector and OOD feature extractor) as
     LiteRT ``.tflite`` files beside it, behind the parity gate.
 
     Args:
@@ -285,13 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true")
     f.set_defaults(func=cmd_fetch)
     pr = sub.add_parser("predict", help="classify images with a saved model: is it a radiograph, the answer, where "
-                        "(overlay)")
+                        "(overlay), and the fracture detector's boxes")
     pr.add_argument("images", nargs="+")
     pr.add_argument("--model", default=None, help="a .keras model with its .json card, or a .tflite "
                     "(fracturelib export) run by LiteRT without TensorFlow (default: the binary model whose "
                     "card notebook 02 marked preferred, in models/)")
     pr.add_argument("--localiser", default=None, help="the box-trained localiser for 'where' (default: "
                     "the one the model's card names, written by notebook 04; else the CAM's peak)")
+    pr.add_argument("--detector", default=None, help="the fracture detector whose boxes (x0, y0, x1, y1, score in "
+                    "the file's pixels, those at least its card's box_threshold) are listed and drawn, the best "
+                    "box's centre answering 'where' (default: the one the model's card names, written by "
+                    "notebook 04; else no boxes)")
     pr.add_argument("--overlay-dir", "--gradcam-dir", dest="overlay_dir", default=None,
                     help="where overlays go (default: ./overlays); an input is never overwritten")
     from fracturelib.explain import cams
@@ -303,8 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print JSON")
     pr.add_argument("--modalities", type=_modalities, default=None, metavar="CODES", help=MODALITIES_HELP)
     pr.set_defaults(func=cmd_predict)
-    ex = sub.add_parser("export", help="a saved model (and its localiser and OOD features) as LiteRT .tflite, "
-                        "checked against the Keras model on its validation images")
+    ex = sub.add_parser("export", help="a saved model (and its localiser, detector and OOD features) as LiteRT "
+                        ".tflite, checked against the Keras model on its validation images")
     ex.add_argument("model", help="the .keras model (its card beside it)")
     ex.add_argument("--format", default="litert", choices=["litert"])
     ex.add_argument("--quantize", default="none", choices=["none", "float16", "int8"],

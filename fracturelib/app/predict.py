@@ -1,9 +1,10 @@
 """Predict one image with a saved model (checked against its card): is it a radiograph, class,
-confidence, top classes, where (the localiser's or the CAM's peak) with an overlay, and for fracture
-types a short information card."""
+confidence, top classes, where (the fracture detector's best box, else the localiser's or the CAM's
+peak) with an overlay and the detector's boxes, and for fracture types a short information card."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +17,12 @@ from fracturelib.models.cards import ModelCard, ModelCardError
 
 NOT_ADVICE = ("Not medical advice: this is a research model and general information; a clinician "
               "must read the radiograph.")
+#: At most this many detector boxes are reported per image, best first.
+MAX_BOXES = 10
+#: The box threshold when the detector's card gives none.
+DEFAULT_BOX_THRESHOLD = 0.5
+#: ``localisation`` when the detector's best box answers "where".
+DETECTOR_POINT = "detector (best box's centre)"
 
 
 @lru_cache(maxsize=1)
@@ -128,24 +135,33 @@ class Prediction:
     Attributes:
         fields: the JSON result without ``overlay`` (see :meth:`Predictor.predict`).
         image: the decoded image (HxWxC uint8; very large JPEGs reduced), None on failure.
-        heat: the "where" map in ``image``'s pixels, peak 1; None when no answer was given.
+        heat: the CAM's or localiser's map in ``image``'s pixels, peak 1; None when there is none.
         point: the fracture point in ``image``'s pixels (``fields`` has it in the file's).
+        boxes: the detector's boxes in ``image``'s pixels, ``[x0, y0, x1, y1, score]`` best first
+            (``fields["boxes"]`` has them in the file's).
     """
     fields: dict
     image: np.ndarray | None
     heat: np.ndarray | None
     point: tuple[int, int] | None = None
+    boxes: list | None = None
 
     def overlay(self) -> np.ndarray | None:
-        """The heat over the image with the fracture point marked (RGB uint8), or None without heat.
+        """The heat over the image, the detector's boxes on top and the fracture point marked (RGB uint8);
+        the boxes over the grey image when there is no heat; None with neither.
 
         Returns:
             The overlay image, the decoded image's size.
         """
-        if self.heat is None or self.image is None:
+        if self.image is None or (self.heat is None and not self.boxes):
             return None
         from fracturelib.data.geometry import overlay
-        return mark_point(overlay(self.image, self.heat), self.point)
+        heat = self.heat if self.heat is not None else np.zeros(self.image.shape[:2], np.float32)
+        out = overlay(self.image, heat, alpha=0.45 if self.heat is not None else 0.0)
+        if self.point is not None:
+            out = mark_point(out, self.point)
+        from fracturelib.data.geometry import draw_boxes
+        return draw_boxes(out, self.boxes) if self.boxes else out
 
 
 class Predictor:
@@ -153,10 +169,13 @@ class Predictor:
 
     def __init__(self, model_path: str | Path | None = None, localiser_path: str | Path | None = None,
                  cam: str = "gradcam", num_threads: int | None = None,
-                 modalities=config.RADIOGRAPH_MODALITIES):
+                 modalities=config.RADIOGRAPH_MODALITIES, detector_path: str | Path | None = None):
         """``localiser_path``: the box-trained localiser (notebook 04); default the one the model's
         card names (``localiser.keras``), beside the model, when present. Without one, "where" is
         answered by the CAM's peak.
+        ``detector_path``: the fracture detector (notebook 04, boxes); default the one the model's card
+        names (``detector.keras``), beside the model, when present. With one, each answer lists its boxes
+        scoring at least the detector card's ``box_threshold`` and "where" is the best box's centre.
         ``cam``: the heatmap method, a name of :func:`fracturelib.explain.cams.names`.
         A ``.tflite`` model (``fracturelib export``) runs in the LiteRT interpreter with ``num_threads``
         threads, its localiser and radiograph (OOD) features too, and never imports TensorFlow; "where"
@@ -175,33 +194,79 @@ class Predictor:
         else:
             self.model, self.card = load_model(self.path)
         if len(self.model.output_shape) != 2:
-            raise ModelCardError(f"{self.path}: a localiser (its output is a heatmap), not a classifier; pass a "
-                                 "model of notebook 02 or 03 as --model (and this one as --localiser)")
+            what, flag = (("a fracture detector (its outputs are boxes)", "--detector") if self.card.task == "detection"
+                          else ("a localiser (its output is a heatmap)", "--localiser"))
+            raise ModelCardError(f"{self.path}: {what}, not a classifier; pass a model of notebook 02 or 03 as "
+                                 f"--model (and this one as {flag})")
         self.classes = list(self.card.classes)
         self.localiser, self.localiser_card = self._localiser(localiser_path)
-        self.ood, self.ood_missing = self._detector()
+        self.box_model, self.box_card = self._box_detector(detector_path)
+        self.ood, self.ood_missing = self._ood_detector()
 
     def _localiser(self, path: str | Path | None):
         """The localiser given, else the one the card names beside it when present (None, None: the
         CAM's peak answers "where"). A classifier given as the localiser is a ModelCardError."""
+        return self._companion("localiser", path, ("localisation", None), lambda outs: len(outs) == 4,
+                               config.LOCALISER_FILE)
+
+    def _box_detector(self, path: str | Path | None):
+        """The fracture detector given, else the one the card names beside it when present (None, None: no
+        boxes). Anything but a detection model of three outputs (heatmap, box size, offset) is a
+        ModelCardError, so a classifier or localiser given by mistake is said so in one line."""
+        return self._companion("detector", path, ("detection",), lambda outs: isinstance(outs, list) and len(outs) == 3,
+                               config.DETECTOR_FILE)
+
+    def _companion(self, kind: str, path: str | Path | None, tasks: tuple, outputs_ok, file_name: str):
+        """(model, card) of the companion ``kind`` (``localiser`` or ``detector``): the path given, else the
+        one the classifier's card names beside it when it exists in the classifier's format (else (None,
+        None)). A file of the other format, or of another task or output shape, is a ModelCardError
+        naming the file and the flag."""
         from fracturelib.models.cards import load_model
         from fracturelib.models.litert import is_litert, load_lite
         if path is None:
-            path = self.card.companion_path("localiser")
+            path = self.card.companion_path(kind)
             if path is None or not path.exists() or is_litert(path) != self.lite:
                 return None, None
+        fmt = lambda lite: "LiteRT" if lite else "Keras"  # noqa: E731
         if is_litert(path) != self.lite:
-            raise ModelCardError(f"{path}: a {'LiteRT' if is_litert(path) else 'Keras'} localiser with a "
-                                 f"{'LiteRT' if self.lite else 'Keras'} model; pass the localiser of the same "
-                                 "format (fracturelib export writes localiser.tflite beside the .tflite)")
+            raise ModelCardError(f"{path}: a {fmt(is_litert(path))} {kind} with a {fmt(self.lite)} model; pass the "
+                                 f"{kind} of the same format (fracturelib export writes {kind}.tflite beside the "
+                                 ".tflite)")
         model, card = load_lite(path, num_threads=self.num_threads) if self.lite else load_model(path)
-        if card.task not in (None, "localisation") or len(model.output_shape) != 4:
-            raise ModelCardError(f"{path}: not a localiser but a {card.task or 'classifier'} model "
-                                 f"({len(card.classes)} classes); pass as --localiser the {config.LOCALISER_FILE} "
-                                 "notebook 04 writes, or leave --localiser out")
+        if card.task not in tasks or not outputs_ok(model.output_shape):
+            raise ModelCardError(f"{path}: not a {'fracture detector' if kind == 'detector' else kind} but a "
+                                 f"{card.task or 'classifier'} model ({len(card.classes)} classes); pass as "
+                                 f"--{kind} the {file_name} notebook 04 writes, or leave --{kind} out")
         return model, card
 
-    def _detector(self):
+    @property
+    def box_threshold(self) -> float | None:
+        """The detector card's box threshold (chosen on validation), else 0.5; None without a detector."""
+        if self.box_card is None:
+            return None
+        t = self.box_card.box_threshold
+        return DEFAULT_BOX_THRESHOLD if t is None else float(t)
+
+    def _boxes(self, image_path: str | Path, img: np.ndarray) -> tuple[np.ndarray, float]:
+        """The detector's boxes of the decoded image in its pixels, (n, 5) ``x0, y0, x1, y1, score``: at most
+        :data:`MAX_BOXES`, best first, scoring at least :attr:`box_threshold`, all finite; and the best box's
+        score whatever the threshold (the image-level score notebook 04 fuses; 0 without any box)."""
+        from fracturelib.models.box_decode import detect
+        h, w = img.shape[:2]
+        bx = self._input(self.box_card, image_path, img)
+        found = detect(self.box_model, bx, [(w, h)], k=MAX_BOXES)[0]
+        found = found[np.isfinite(found).all(axis=1)]
+        best = float(found[0, 4]) if len(found) else 0.0
+        return found[found[:, 4] >= self.box_threshold], best
+
+    def _input(self, card: ModelCard, image_path: str | Path, img: np.ndarray) -> np.ndarray:
+        """A companion's input (1xSxSxC) from the image already decoded when its channels fit (it was decoded
+        to the size ``prepare`` would give), else from the file again."""
+        if img.shape[-1] == card.channels:
+            return _pad_resize(img, card.image_size, self.lite)[None]
+        return prepare(image_path, card, self.modalities)[0]
+
+    def _ood_detector(self):
         """(the radiograph (OOD) detector the card names, beside it; None) or, when the card names
         none or the file is absent, (None, the warning every result then carries)."""
         path = self.card.companion_path("ood")
@@ -267,8 +332,9 @@ class Predictor:
 
         The radiograph check comes first: an image that does not look like a radiograph gets the
         warning and no class, no CAM and no information card. Otherwise the decision (at the card's
-        threshold, with the card's flip averaging), the CAM of the reported class, and "where": the
-        localiser's peak when there is one, else the CAM's.
+        threshold, with the card's flip averaging), the CAM of the reported class, the fracture detector's
+        boxes when there is one, and "where": the best box's centre, else the localiser's peak when there
+        is one, else the CAM's.
 
         Args:
             image_path: the image file (any format :mod:`fracturelib.data.imageio` reads).
@@ -288,51 +354,71 @@ class Predictor:
             fields["pixel_spacing_mm"] = [float(spacing[0]), float(spacing[1])]
         check = self._radiograph_check(img)
         if check["in_distribution"] is False:
-            fields.update(check, fracture_point=None, localisation=None, note=NOT_ADVICE)
+            fields.update(check, fracture_point=None, localisation=None)
+            if self.box_model is not None:            # not assessed: no boxes either
+                fields.update(boxes=None, box_threshold=self.box_threshold)
+            fields["note"] = NOT_ADVICE
             return Prediction(fields, img, None)
-        label, probs, cams, thr = self._decide(x)
+        found, best = self._boxes(image_path, img) if self.box_model is not None else (None, None)
+        label, probs, cams, thr, fused = self._decide(x, best)      # the fusion (if any) needs the best box
         order = np.argsort(probs)[::-1][:top]
         fields.update({"class": label, "confidence": float(probs[self.classes.index(label)]),
                        "top": [{"class": self.classes[i], "probability": float(probs[i])} for i in order]})
         if thr is not None:
             fields["threshold"] = thr
-        if self.card.temperature and self.card.temperature != 1:
+        if fused is not None:                     # notebook 04's fusion decided: what went into it
+            fields["fused"] = fused
+        if self.card.temperature and self.card.temperature != 1 and fused is None:
             fields["temperature"] = self.card.temperature
         fields.update(check)
-        heat, method = self._where(image_path, img, None if cams is None else cams[0])
-        if heat is None:                          # a LiteRT model without its localiser: no "where"
+        scale = size[0] / img.shape[1]            # a very large JPEG is decoded reduced: answer in file pixels
+        shown, in_file = None, None               # the boxes in the decoded image's and in the file's pixels
+        if found is not None:
+            shown = [_pixel_box(b, 1.0, img.shape[1], img.shape[0]) + [float(b[4])] for b in found]
+            in_file = [_pixel_box(b, scale, *size) + [round(float(b[4]), 4)] for b in found]
+        # a box answers "where": the localiser (one more backbone pass) only runs when there is none
+        heat, method = self._where(image_path, img, None if cams is None else cams[0], localiser=not in_file)
+        point = None
+        if in_file:                               # the detector's best box answers "where"
+            x0, y0, x1, y1, _ = in_file[0]
+            fx, fy = (x0 + x1) // 2, (y0 + y1) // 2
+            point = ((shown[0][0] + shown[0][2]) // 2, (shown[0][1] + shown[0][3]) // 2)
+            fields["overlay_heat"] = method       # what the heat under the boxes is (None: boxes over the image)
+            method = DETECTOR_POINT
+        elif heat is not None:
+            from fracturelib.models.localiser import peak
+            point = peak(heat)
+            fx, fy = point[0] * scale, point[1] * scale
+        if point is None:                         # a LiteRT model without its localiser and no box: no "where"
             note = ("no localiser beside this LiteRT model: 'where' is not answered (Grad-CAM needs the "
                     "Keras model)")
             fields.update(fracture_point=None, localisation=None,
                           warning="; ".join(w for w in (fields.get("warning"), note) if w))
-            if info_card(label):
-                fields["info"] = info_card(label)
-            fields["note"] = NOT_ADVICE
-            return Prediction(fields, img, None)
-        from fracturelib.models.localiser import peak
-        px, py = peak(heat)
-        scale = size[0] / img.shape[1]            # a very large JPEG is decoded reduced: answer in file pixels
-        fields["fracture_point"] = [int(round(px * scale)), int(round(py * scale))]
-        if "pixel_spacing_mm" in fields:          # x along columns, y along rows, from the image's corner
-            row_mm, col_mm = fields["pixel_spacing_mm"]
-            fields["fracture_point_mm"] = [round(px * scale * col_mm, 2), round(py * scale * row_mm, 2)]
-        fields["localisation"] = method
+        else:
+            fields["fracture_point"] = [int(round(fx)), int(round(fy))]
+            if "pixel_spacing_mm" in fields:      # x along columns, y along rows, from the image's corner
+                row_mm, col_mm = fields["pixel_spacing_mm"]
+                fields["fracture_point_mm"] = [round(fx * col_mm, 2), round(fy * row_mm, 2)]
+            fields["localisation"] = method
+        if self.box_model is not None:
+            fields.update(boxes=in_file, box_threshold=self.box_threshold)
         card = info_card(label)
         if card:
             fields["info"] = card
         fields["note"] = NOT_ADVICE
-        return Prediction(fields, img, heat, (px, py))
+        return Prediction(fields, img, heat, point, shown)
 
-    def _decide(self, x: np.ndarray) -> tuple[str, np.ndarray, np.ndarray, float | None]:
+    def _decide(self, x: np.ndarray, box_score: float | None = None):
         """(label, class probabilities, the CAM of the reported class (None for a LiteRT model), the
-        binary threshold or None)."""
+        binary threshold or None, the fusion's inputs or None). With ``box_score`` (the detector's best box)
+        and a fusion for this classifier in the detector's card, the binary decision is the fused one."""
         binary = len(self.classes) == 2 and self.model.output_shape[-1] == 1
         thr = self.card.decision_threshold if binary else None
         if self.lite:                      # no gradients in LiteRT: no CAM, "where" is the localiser's
             cams, out = None, self.model.predict_on_batch(x)
             if self.card.tta_flip:
                 out = (out + self.model.predict_on_batch(x[:, :, ::-1])) / 2
-            k = int(out[0, 0] >= (0.5 if thr is None else thr)) if binary else int(np.argmax(out[0]))
+            explained = None
         else:
             from fracturelib.explain import compute, targets
             rule = targets.predicted(0.5 if thr is None else thr)     # p >= the card's threshold; else arg-max
@@ -340,13 +426,24 @@ class Predictor:
             explained = int(rule.classes(out)[0])
             if self.card.tta_flip:             # chosen on validation by notebook 03
                 out = (out + self.model.predict(x[:, :, ::-1], verbose=0)) / 2
-            k = int(rule.classes(out)[0])
-            if k != explained:                        # the flip moved the decision: explain the class we report
-                cams, _ = compute(self.cam, self.model, x, target=targets.ClassTarget(k))
+        fusion = self.fusion if binary and box_score is not None else None
+        fused = None
+        if fusion is not None:                 # chosen on validation by notebook 04: the classifier and the best box
+            from fracturelib.metrics.detection import fused_probability
+            p_clf = float(out[0, 0])
+            out = np.array([[float(fused_probability(fusion["weights"], fusion["intercept"],
+                                                     {"classifier": p_clf, "best box": box_score}))]])
+            thr = float(fusion["threshold"])
+            fused = {"classifier_probability": round(p_clf, 6), "best_box_score": round(float(box_score), 6),
+                     "threshold": thr}
+        k = int(out[0, 0] >= (0.5 if thr is None else thr)) if binary else int(np.argmax(out[0]))
+        if explained is not None and k != explained:     # the flip or the fusion moved the decision: explain it
+            from fracturelib.explain import compute, targets
+            cams, _ = compute(self.cam, self.model, x, target=targets.ClassTarget(k))
         out = out[0]
         probs = np.array([1 - float(out[0]), float(out[0])]) if binary else out.astype(float)
         t = self.card.temperature
-        if t and t != 1:                   # calibrated on validation (notebooks 02/03): same ranking, honest scale
+        if t and t != 1 and fused is None:  # calibrated on validation (notebooks 02/03): same ranking, honest scale
             from fracturelib.metrics.calibration import apply_temperature
             if binary:
                 p1 = float(apply_temperature(np.array([probs[1]]), t)[0])
@@ -354,17 +451,34 @@ class Predictor:
                 thr = float(apply_temperature(np.array([thr]), t)[0])   # the same decision on the same scale
             else:
                 probs = apply_temperature(probs[None], t)[0]
-        return self.classes[k], probs, cams, thr
+        return self.classes[k], probs, cams, thr, fused
 
-    def _where(self, image_path: str | Path, img: np.ndarray, cam: np.ndarray | None):
-        """The map that answers "where" in the decoded image's pixels, scaled to a peak of 1, and its name;
-        (None, None) without a CAM (LiteRT) and without a localiser."""
+    @property
+    def fusion(self) -> dict | None:
+        """The fused decision the detector's card keeps for this very classifier (its SHA-256, or the Keras
+        model's a LiteRT export came from), chosen by notebook 04 only when it beat the classifier on
+        validation; None otherwise (then the classifier decides alone)."""
+        f = self.box_card.extra.get("fusion") if self.box_card is not None else None
+        if not isinstance(f, dict):
+            return None
+        mine = {self.card.model_sha256, (self.card.exported_from or {}).get("sha256")} - {None}
+        try:
+            ok = (f.get("classifier_sha256") in mine and set(f["weights"]) == {"classifier", "best box"}
+                  and all(math.isfinite(float(v)) for v in (*f["weights"].values(), f["intercept"]))
+                  and 0 <= float(f["threshold"]) <= 1)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            ok = False
+        return f if ok else None
+
+    def _where(self, image_path: str | Path, img: np.ndarray, cam: np.ndarray | None, localiser: bool = True):
+        """The map that answers "where" in the decoded image's pixels, scaled to a peak of 1, and its name:
+        the localiser's when there is one and ``localiser``, else the CAM's; (None, None) with neither."""
         from fracturelib.data.geometry import heatmap_to_image
         h, w = img.shape[:2]
         heat, method = (None, None) if cam is None else (heatmap_to_image(cam, w, h, self.card.image_size), self.cam)
-        if self.localiser is not None:
+        if localiser and self.localiser is not None:
             from fracturelib.models.localiser import heatmaps
-            lx, _ = prepare(image_path, self.localiser_card, self.modalities)
+            lx = self._input(self.localiser_card, image_path, img)
             heat, method = heatmaps(self.localiser, lx, [(w, h)])[0], "localiser (box-trained heatmap)"
         if heat is None:
             return None, None
@@ -388,8 +502,14 @@ class Predictor:
             confidence, top, threshold (binary; like the probabilities, temperature-scaled when the card has
             a ``temperature``, which is then given), in_distribution, warning, fracture_point (x, y in the
             file's pixels), pixel_spacing_mm and fracture_point_mm (DICOM with a pixel spacing: [row, column]
-            mm per pixel, and the point in mm from the top-left corner), localisation (the method), overlay
-            (its path or None), info (fracture types), note.
+            mm per pixel, and the point in mm from the top-left corner), localisation (the method; when a box
+            answers, ``overlay_heat`` names the heat drawn under the boxes, None for none), boxes and
+            box_threshold (with a fracture detector: ``[x0, y0, x1, y1, score]`` in the file's pixels, best
+            first, at most :data:`MAX_BOXES`, those scoring at least the threshold; ``[]`` when none does,
+            None for an image not assessed), fused (when the detector's card keeps a fusion for this
+            classifier, chosen on validation: the decision, confidence and threshold are the fused ones, and
+            this gives the classifier's probability and the best box's score), overlay (its path or None),
+            info (fracture types), note.
 
         Raises:
             ImageError: the file is not usable.
@@ -397,7 +517,8 @@ class Predictor:
         pred = self.analyse(image_path, top)
         result = dict(pred.fields)
         result["overlay"] = None
-        if pred.heat is None:
+        drawn = pred.overlay()
+        if drawn is None:
             return result
         out_dir = Path(overlay_dir) if overlay_dir else Path.cwd() / config.OVERLAY_DIR
         ov = out_dir / (overlay_name or overlay_names([image_path], out_dir)[0])
@@ -405,7 +526,7 @@ class Predictor:
             if _resolved(ov) == _resolved(image_path):
                 raise OutputError(f"{ov}: is the input image; pass another --overlay-dir", exit_code=2)
             ensure_dir(out_dir, "--overlay-dir")
-            atomic_write(ov, png_bytes(pred.overlay()))
+            atomic_write(ov, png_bytes(drawn))
             result["overlay"] = str(ov)
         except OSError as e:
             msg = (f"overlay not written to {ov} ({getattr(e, 'strerror', None) or e}); "
@@ -513,6 +634,16 @@ def mark_point(rgb: np.ndarray, point, colour=(255, 255, 255)) -> np.ndarray:
     return out
 
 
+def _pixel_box(box, scale: float, width: int, height: int) -> list[int]:
+    """A box ``x0, y0, x1, y1`` scaled by ``scale`` to whole pixels inside a ``width`` x ``height`` image,
+    at least 1 px a side: a predicted box of zero size (or clipped to an edge) stays valid and drawable."""
+    x0 = min(max(int(np.floor(box[0] * scale)), 0), width - 1)
+    y0 = min(max(int(np.floor(box[1] * scale)), 0), height - 1)
+    x1 = min(max(int(np.ceil(box[2] * scale)), x0 + 1), width)
+    y1 = min(max(int(np.ceil(box[3] * scale)), y0 + 1), height)
+    return [x0, y0, x1, y1]
+
+
 def format_result(r: dict) -> str:
     """The text ``fracturelib predict`` prints for one result (its ``--json`` prints the dict itself).
 
@@ -520,8 +651,8 @@ def format_result(r: dict) -> str:
         r: a result of :meth:`Predictor.predict` or an error row of :func:`predict_many`.
 
     Returns:
-        Lines: the answer (or why there is none), top classes, where, the overlay, warnings, the
-        fracture-type card, and the note that this is not medical advice.
+        Lines: the answer (or why there is none), top classes, where, the detector's boxes, the overlay,
+        warnings, the fracture-type card, and the note that this is not medical advice.
     """
     from fracturelib.files import shown
     name = shown(Path(r["image"]).name)
@@ -533,15 +664,28 @@ def format_result(r: dict) -> str:
         lines = [f"{name}: {shown(r['class'])} (confidence {r['confidence']:.2f})"]
     if "threshold" in r:
         lines[0] += f", decision threshold {r['threshold']:.3f}"
+    if r.get("fused"):
+        f = r["fused"]
+        lines.append(f"decided by the fusion of the classifier ({f['classifier_probability']:.2f}) and the fracture "
+                     f"detector's best box ({f['best_box_score']:.2f}), chosen on validation by notebook 04")
     if r.get("top"):
         lines.append("top: " + ", ".join(f"{shown(t['class'])} {t['probability']:.2f}" for t in r["top"]))
     if r.get("fracture_point"):
         mm = r.get("fracture_point_mm")
         at = f" = {mm[0]:.1f}, {mm[1]:.1f} mm" if mm else ""
         lines.append(f"where: x={r['fracture_point'][0]}, y={r['fracture_point'][1]} px{at} ({r['localisation']})")
+    if r.get("boxes") is not None:
+        t = r.get("box_threshold")
+        lines.append(f"boxes (fracture detector, score >= {t:.2f}):" if r["boxes"] else
+                     f"boxes: no box reaches the threshold {t:.2f}")
+        for i, (x0, y0, x1, y1, score) in enumerate(r["boxes"], 1):
+            lines.append(f"  {i}. x={x0}-{x1}, y={y0}-{y1} px, score {score:.3f}")
     if r.get("localisation"):
         loc = r["localisation"]
-        kind = "localiser" if loc.startswith("localiser") else ("Grad-CAM" if loc == "gradcam" else loc)
+        name = lambda m: "localiser" if m.startswith("localiser") else "Grad-CAM" if m == "gradcam" else m  # noqa: E731
+        heat = r.get("overlay_heat")
+        kind = (f"detector boxes{' over the ' + name(heat) + ' heat' if heat else ''}" if loc == DETECTOR_POINT
+                else name(loc))
         lines.append(f"{kind} overlay: {shown(r.get('overlay') or 'not written')}")
     if r.get("warning") and r.get("in_distribution") is not False:
         lines.append(f"Warning: {shown(r['warning'])}")

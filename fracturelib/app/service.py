@@ -34,7 +34,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".di
 RESEARCH_NOTE = ("Research tool, not a medical device: the answers are a research model's, for study and "
                  "teaching; a clinician must read every radiograph.")
 CSV_COLUMNS = ("file", "decision", "probability", "threshold", "in_distribution", "fracture_point",
-               "fracture_point_mm", "warning", "error")
+               "fracture_point_mm", "boxes", "warning", "error")
+#: A CSV cell starting with one of these is a formula to a spreadsheet: it is written behind a quote.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 class ServiceError(Exception):
@@ -152,7 +154,8 @@ def with_ci(m: dict | None) -> str:
 
 
 def find_models(models_dir: str | Path) -> tuple[list[ModelEntry], list[str]]:
-    """The classifiers of ``models_dir`` with a readable card (localisers are companions, not menu entries).
+    """The classifiers of ``models_dir`` with a readable card (localisers and detectors are companions, not menu
+    entries).
 
     Args:
         models_dir: the folder ``fracturelib serve --models`` names; nothing outside it is loaded.
@@ -178,7 +181,7 @@ def find_models(models_dir: str | Path) -> tuple[list[ModelEntry], list[str]]:
         except ModelCardError as e:
             skipped.append(str(e))
             continue
-        if card.task == "localisation":
+        if card.task in ("localisation", "detection"):
             continue
         lite = path.suffix == SUFFIX
         entries.append(ModelEntry(f"{path.stem}-litert" if lite and path.stem in stems else path.stem, path, card))
@@ -400,7 +403,8 @@ def row(answer: dict) -> dict:
 
     Returns:
         file, decision, probability, threshold, in_distribution, fracture_point, fracture_point_mm (DICOM with
-        a pixel spacing), warning, error.
+        a pixel spacing), boxes (the detector's, ``x0 y0 x1 y1 score`` in the file's pixels, ``; `` between
+        boxes; ``none`` when none reaches its threshold; empty without a detector), warning, error.
     """
     if "error" in answer:
         return {**dict.fromkeys(CSV_COLUMNS, ""), "file": answer["name"], "error": answer["error"]}
@@ -414,7 +418,21 @@ def row(answer: dict) -> dict:
             "in_distribution": "" if f.get("in_distribution") is None else str(f["in_distribution"]).lower(),
             "fracture_point": f"{point[0]} {point[1]}" if point else "",
             "fracture_point_mm": f"{mm[0]:.1f} {mm[1]:.1f}" if mm else "",
-            "warning": f.get("warning") or "", "error": ""}
+            "boxes": boxes_text(f.get("boxes")), "warning": f.get("warning") or "", "error": ""}
+
+
+def boxes_text(boxes: list | None) -> str:
+    """The detector's boxes as one table cell.
+
+    Args:
+        boxes: ``[[x0, y0, x1, y1, score], ...]`` (a result's ``boxes``), ``[]`` or None.
+
+    Returns:
+        ``"x0 y0 x1 y1 score; ..."`` (score to 3 decimals), ``"none"`` for ``[]``, ``""`` for None.
+    """
+    if boxes is None:
+        return ""
+    return "; ".join(f"{x0} {y0} {x1} {y1} {score:.3f}" for x0, y0, x1, y1, score in boxes) or "none"
 
 
 def csv_text(rows: list[dict]) -> str:
@@ -424,10 +442,12 @@ def csv_text(rows: list[dict]) -> str:
         rows: rows of :func:`row`.
 
     Returns:
-        The CSV.
+        The CSV; a text cell that a spreadsheet would run as a formula (an uploaded file named ``=cmd|...``)
+        is written behind a ``'``.
     """
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows([{k: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v for k, v in r.items()}
+                 for r in rows])
     return buf.getvalue()

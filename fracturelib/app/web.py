@@ -1,7 +1,8 @@
 """The web page: a Gradio Blocks app over :class:`~fracturelib.app.service.Service` (the same code runs
 as a Hugging Face Space). Upload one or many radiographs, choose a model from the cards of the served
 folder, and read the decision at the card's threshold, the probability, what that threshold means,
-the overlay (heat and fracture point), and for fracture types the top three and the type's card;
+the overlay (heat, the fracture detector's boxes and the fracture point), and for fracture types the top
+three and the type's card;
 several files give a table and a CSV. Every bad file is a readable line, never a stopped server.
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ def answer_html(answer: dict, n_files: int = 1) -> str:
 
     Returns:
         The HTML: the error, or the radiograph warning and no decision, or the decision, the probability,
-        what the threshold means, the fracture point and, for fracture types, the top three and the card.
+        what the threshold means, the fracture point, the detector's boxes and, for fracture types, the top
+        three and the card.
     """
     head = (f"<p class='fl-small'>{n_files} files: the table below has one row each; shown here: "
             f"<b>{_e(answer['name'])}</b></p>" if n_files > 1 else "")
@@ -78,6 +80,7 @@ def answer_html(answer: dict, n_files: int = 1) -> str:
         at = f" = ({mm[0]:.1f}, {mm[1]:.1f}) mm from the top-left corner" if mm else ""
         parts.append(f"<p class='fl-small' id='fl-point'>Fracture point (x, y) = ({x}, {y}) in the file's pixels{at}, "
                      f"by {_e(f.get('localisation'))}; the overlay marks it with a ring.</p>")
+    parts.append(boxes_html(f))
     if f.get("warning"):
         parts.append(f"<div class='fl-warning'>{_e(f['warning'])}</div>")
     info = f.get("info")
@@ -87,6 +90,29 @@ def answer_html(answer: dict, n_files: int = 1) -> str:
                      f"<dl>{rows}</dl></details>")
     parts.append(f"<p class='fl-small'>{_e(f['note'])}</p>")
     return "".join(parts)
+
+
+def boxes_html(f: dict) -> str:
+    """The fracture detector's boxes of one answer as a list (empty without a detector).
+
+    Args:
+        f: the answer's fields (``boxes``, ``box_threshold``).
+
+    Returns:
+        HTML: one item per box (corners in the file's pixels, score), or the sentence that no box reaches
+        the threshold.
+    """
+    boxes = f.get("boxes")
+    if boxes is None:
+        return ""
+    t = float(f.get("box_threshold") or 0)
+    if not boxes:
+        return f"<p class='fl-small' id='fl-boxes'>Fracture detector: no box reaches the threshold {t:.2f}.</p>"
+    items = "".join(f"<li>({int(b[0])}, {int(b[1])}) to ({int(b[2])}, {int(b[3])}) px, score {float(b[4]):.3f}</li>"
+                    for b in boxes)
+    return (f"<p class='fl-small'>Fracture detector: {len(boxes)} box{'es' * (len(boxes) != 1)} scoring at least "
+            f"{t:.2f} (corners in the file's pixels; drawn on the overlay, best first):</p>"
+            f"<ol class='fl-small' id='fl-boxes'>{items}</ol>")
 
 
 def threshold_meaning(entry) -> str:
@@ -175,7 +201,8 @@ def build(service: Service):
             gr.Markdown(f"No models in `{service.models_dir}`: run `make reports`, or pass `--models`.")
         with gr.Row():
             answer = gr.HTML(elem_id="answer")
-            overlay = gr.Image(label="Overlay: where the model looked (heat) and the fracture point (ring)",
+            overlay = gr.Image(label="Overlay: where the model looked (heat), the detector's boxes and the "
+                               "fracture point (ring)",
                                type="numpy", format="png", interactive=False, elem_id="overlay")
         table = gr.Dataframe(headers=list(CSV_COLUMNS), label="One row per file", interactive=False, elem_id="table",
                              wrap=False)

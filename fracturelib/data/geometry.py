@@ -86,15 +86,15 @@ def overlay_with_regions(image: np.ndarray, heat: np.ndarray, mask: np.ndarray,
     return ov
 
 
-def draw_boxes(image: np.ndarray, boxes, colour=(255, 200, 0), thickness: int = 2, scores: bool = True) -> np.ndarray:
-    """Boxes drawn on an image (a copy, RGB uint8), each with its score when it has one.
+def draw_boxes(image: np.ndarray, boxes, colour=(255, 255, 255), scores: bool = True) -> np.ndarray:
+    """Boxes outlined on an image (a copy, RGB uint8), each with its score when it has one; line width and
+    text sized to the image, a dark edge under the coloured one so they show on any heat colour.
 
     Args:
         image: (H, W), (H, W, 1) or (H, W, 3) image, 0-255.
-        boxes: rows ``x0, y0, x1, y1[, score]`` in the image's pixels.
+        boxes: rows ``x0, y0, x1, y1[, score]`` in the image's pixels (x1, y1 exclusive).
         colour: RGB colour of the outlines.
-        thickness: line width in pixels.
-        scores: write each box's score above it (when given).
+        scores: write each box's score above it (below when there is no room), when given.
 
     Returns:
         uint8 array (H, W, 3).
@@ -104,9 +104,19 @@ def draw_boxes(image: np.ndarray, boxes, colour=(255, 200, 0), thickness: int = 
     if im.ndim == 2 or im.shape[-1] == 1:
         im = np.repeat(im.reshape(im.shape[0], im.shape[1], -1)[..., :1], 3, axis=2)
     out = np.ascontiguousarray(np.clip(im, 0, 255).astype(np.uint8))
-    for b in np.reshape(np.asarray(boxes, float), (-1, np.shape(boxes)[-1] if len(boxes) else 4)):
-        x0, y0, x1, y1 = (int(round(v)) for v in b[:4])
-        cv2.rectangle(out, (x0, y0), (x1, y1), colour, thickness)
-        if scores and len(b) > 4:
-            cv2.putText(out, f"{b[4]:.2f}", (x0, max(10, y0 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1)
+    h, w = out.shape[:2]
+    t = max(1, min(h, w) // 300)
+    font = max(0.35, min(h, w) / 1000)
+    for box in boxes:
+        x0, y0, x1, y1 = (int(round(float(v))) for v in box[:4])
+        p0, p1 = (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1))
+        cv2.rectangle(out, p0, p1, (0, 0, 0), t + 2)
+        cv2.rectangle(out, p0, p1, colour, t)
+        if scores and len(box) > 4:
+            label = f"{float(box[4]):.2f}"
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, t)
+            ty = y0 - t - 2 if y0 - t - 2 >= th else min(h - base, y1 + th + t)     # above the box, else below
+            at = (min(x0, max(0, w - tw)), ty)
+            cv2.putText(out, label, at, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), t + 2, cv2.LINE_AA)
+            cv2.putText(out, label, at, cv2.FONT_HERSHEY_SIMPLEX, font, colour, t, cv2.LINE_AA)
     return out

@@ -2,7 +2,7 @@
 an image-level score fused from a detector and a classifier.
 
 Boxes: expert (ground-truth) boxes are COCO ``[x, y, w, h]``; detections are ``[x0, y0, x1, y1, score]``
-(``models.centernet.decode``), both in the image's own pixels.
+(``models.box_decode.decode``), both in the image's own pixels.
 
 FROC hit rule (stated once, used everywhere): a detection is a **hit when its box centre lies inside
 an expert box** of the same image (the lesion-detection convention, e.g. LUNA16's "centre within the
@@ -269,16 +269,35 @@ def fit_fusion(y_val, scores_val: dict):
         scores_val: name -> validation scores in [0, 1] (e.g. ``{"box": ..., "transfer": ...}``).
 
     Returns:
-        ``fuse(scores: dict) -> probabilities``: applies the fitted model to scores with the same names.
+        ``fuse(scores: dict) -> probabilities``: applies the fitted model to scores with the same names;
+        its ``weights`` (name -> weight on the logit), ``intercept`` and ``coef`` (weights rounded, to show).
     """
     from sklearn.linear_model import LogisticRegression
     names = list(scores_val)
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([_logit(scores_val[n]) for n in names]), y_val)
+    weights, intercept = dict(zip(names, map(float, lr.coef_[0]))), float(lr.intercept_[0])
 
     def fuse(scores: dict) -> np.ndarray:
-        return lr.predict_proba(np.column_stack([_logit(scores[n]) for n in names]))[:, 1]
-    fuse.coef = dict(zip(names, lr.coef_[0].round(3)))
+        return fused_probability(weights, intercept, scores)
+    fuse.weights, fuse.intercept = weights, intercept
+    fuse.coef = {k: round(v, 3) for k, v in weights.items()}
     return fuse
+
+
+def fused_probability(weights: dict, intercept: float, scores: dict) -> np.ndarray:
+    """The fused probability: the logistic of ``intercept`` + the weighted logits of the scores (what
+    :func:`fit_fusion` fits; ``predict`` applies it from the detector's card).
+
+    Args:
+        weights: name -> weight on that score's logit.
+        intercept: the intercept.
+        scores: name -> scores in [0, 1] (arrays or floats; clipped to [1e-6, 1 - 1e-6] before the logit).
+
+    Returns:
+        float array of probabilities.
+    """
+    z = intercept + sum(w * _logit(scores[n]) for n, w in weights.items())
+    return 1 / (1 + np.exp(-np.asarray(z, float)))
 
 
 def image_level_table(y, scores: dict, reference: str, level: float = 0.95) -> pd.DataFrame:

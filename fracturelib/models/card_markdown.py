@@ -25,6 +25,8 @@ def _dataset(card) -> tuple[str, str]:
 
 
 def _ci(m: dict) -> str:
+    if not all(isinstance(m.get(k), (int, float)) for k in ("ci_low", "ci_high")):
+        return f"{m['value']:.3f} (no CI)"
     return f"{m['value']:.3f} (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f})"
 
 
@@ -37,6 +39,9 @@ def _details(card, binary: bool) -> list[str]:
     classes = card.classes
     if card.task == "localisation":
         task = "localisation: a stride-8 heatmap whose peak is the fracture (trained on the expert boxes)"
+    elif card.task == "detection":
+        task = ("detection: fracture boxes (CenterNet: centre heatmap, box size and offset at stride 8), trained "
+                "on all training images, fractured or not")
     else:
         task = f"binary ({' / '.join(classes)})" if binary else f"{len(classes)} fracture types"
     arch = card.backbone or "the design CNN (Conv 32, pool, Conv 64, pool, Dense 128, sigmoid)"
@@ -47,6 +52,9 @@ def _details(card, binary: bool) -> list[str]:
                     f">= {card.target_sensitivity or 0:.2f}")
     elif card.task == "localisation":
         decision = "the heatmap's peak (the fracture point); no class"
+    elif card.task == "detection":
+        decision = (f"boxes scoring >= {card.box_threshold:.3f} (chosen on validation: false positives per image)"
+                    if card.box_threshold is not None else "boxes by score")
     else:
         decision = "arg-max class"
     size = card.image_size
@@ -63,7 +71,10 @@ def _data(card, binary: bool) -> list[str]:
     split = data.get("split", {})
     how = ("the official Train/Test split kept" if split.get("respect_existing")
            else "group-aware (duplicates on one side)")
-    if card.task == "localisation":
+    if card.task == "detection":
+        evaluation = ("All held-out test images of the same split (never read in training): COCO mAP50 and "
+                      "mAP50-95 on the fractured ones, FROC over all (a hit: a box centred in an expert box).")
+    elif card.task == "localisation":
         evaluation = ("The fractured held-out test images of the same split with expert boxes (never read in "
                       "training): pointing game, energy in the box and IoU, per body region in notebook 04.")
     elif binary:

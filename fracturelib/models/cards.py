@@ -96,7 +96,7 @@ def _file_name(v) -> bool:
 #: field -> (accepts a value, what it must be). ``None`` means "not given" for optional fields.
 _CHECKS = {
     "card_version": (lambda v: _int(v) and v >= 1, "a whole number >= 1"),
-    "task": (lambda v: isinstance(v, str), "a string (binary, fracture-type, localisation)"),
+    "task": (lambda v: isinstance(v, str), "a string (binary, fracture-type, localisation, detection)"),
     "classes": (lambda v: isinstance(v, list) and len(v) > 0 and all(_class_name(c) for c in v)
                 and len(set(v)) == len(v),
                 f"a non-empty list of distinct printable class names (at most {MAX_CLASS_NAME} characters, "
@@ -107,6 +107,7 @@ _CHECKS = {
     "positive_class": (lambda v: isinstance(v, str), "a class name"),
     "threshold": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "target_sensitivity": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "box_threshold": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "preferred": (lambda v: isinstance(v, bool), "true or false"),
     "temperature": (lambda v: _number(v) and TEMPERATURE_RANGE[0] <= v <= TEMPERATURE_RANGE[1],
                     f"a number in [{TEMPERATURE_RANGE[0]}, {TEMPERATURE_RANGE[1]:g}]"),
@@ -139,7 +140,7 @@ _CHECKS = {
     "parity": (lambda v: isinstance(v, dict), "an object (the export's parity figures against the Keras model)"),
     "exported_from": (lambda v: isinstance(v, dict), "an object (file, sha256 of the Keras model)"),
 }
-_FLOATS = ("threshold", "target_sensitivity", "temperature", "alpha")
+_FLOATS = ("threshold", "target_sensitivity", "box_threshold", "temperature", "alpha")
 #: What any card must give; saving also needs ``preprocessing``, and save_model adds SAVED.
 REQUIRED = ("classes", "image_size", "channels")
 SAVED = ("input_shape", "model_sha256")
@@ -161,6 +162,7 @@ class ModelCard:
     positive_class: str | None = None
     threshold: float | None = None          # binary: the decision threshold chosen on validation
     target_sensitivity: float | None = None
+    box_threshold: float | None = None      # detection: boxes scoring at least this are shown (chosen on validation)
     preferred: bool = False                 # the default model of `fracturelib predict`
     temperature: float | None = None        # fitted on validation (calibration)
     tta_flip: bool = False                  # average with the left-right flip (chosen on validation)
@@ -178,7 +180,7 @@ class ModelCard:
     test_localisation: dict | None = None
     calibration: dict | None = None
     localisation: str | dict | None = None
-    companions: dict = field(default_factory=dict)   # kind (localiser, ood) -> file name beside the card
+    companions: dict = field(default_factory=dict)   # kind (localiser, detector = the fracture detector, ood) -> file
     input_shape: list[int] | None = None
     model_file: str | None = None
     model_sha256: str | None = None
@@ -231,6 +233,9 @@ class ModelCard:
             if not ok(value):
                 raise ModelCardError(f"{where}: {key} is {_shown(value)}, but must be {want}; {FIX}")
             known[key] = float(value) if key in _FLOATS else value
+        if known.get("task") == "detection" and "box_threshold" not in known:
+            raise ModelCardError(f"{where} of a fracture detector has no box_threshold (the score from which its "
+                                 f"boxes are shown, chosen on validation by notebook 04); {FIX}")
         known["card_version"] = version
         return cls(**known, extra=extra, source=Path(source) if source is not None else None)
 
@@ -257,7 +262,7 @@ class ModelCard:
         return 0.5 if self.threshold is None else self.threshold
 
     def companion(self, kind: str) -> str | None:
-        """The file name of the companion ``kind`` (``localiser``, ``ood``) the card names. Cards
+        """The file name of the companion ``kind`` (``localiser``, ``detector``, ``ood``) the card names. Cards
         of version 1 named none: a classifier's then are the defaults (config.COMPANIONS).
 
         Args:
@@ -411,7 +416,8 @@ def _check_archive(path: Path) -> None:
 def check_agrees(model, card: ModelCard, where: str) -> None:
     """ModelCardError unless ``model``'s input is the card's image_size x image_size x channels and
     its output fits the classes: one sigmoid unit for 2 classes, else one softmax unit a class;
-    a heatmap (rank 4) only for a localisation card.
+    a heatmap (rank 4) only for a localisation card; a detection card's model has the three CenterNet
+    maps (heatmap, box size, box offset) on one grid.
 
     Args:
         model: the Keras model.
@@ -422,7 +428,9 @@ def check_agrees(model, card: ModelCard, where: str) -> None:
         ModelCardError: several inputs or outputs, or an input or output that differs from the card.
     """
     said = [card.image_size, card.image_size, card.channels]
-    if not isinstance(model.input_shape, tuple) or not isinstance(model.output_shape, tuple):
+    if card.task == "detection":
+        _check_detector_outputs(model, where)
+    elif not isinstance(model.input_shape, tuple) or not isinstance(model.output_shape, tuple):
         raise ModelCardError(f"{where}: has several inputs or outputs; fracturelib models have one each")
     shape = list(model.input_shape[1:])
     if shape != said or (card.input_shape is not None and shape != card.input_shape):
@@ -431,6 +439,8 @@ def check_agrees(model, card: ModelCard, where: str) -> None:
                              f"{card.channels}); {FIX}")
     out = model.output_shape
     n = len(card.classes)
+    if card.task == "detection":
+        return
     if len(out) == 2:
         if card.task == "localisation":
             raise ModelCardError(f"{where}: is a classifier ({out[-1]} output units), but its card says "
@@ -443,6 +453,19 @@ def check_agrees(model, card: ModelCard, where: str) -> None:
     elif card.task in CLASSIFIER_TASKS:
         raise ModelCardError(f"{where}: its output {list(out[1:])} is not a classifier's, but its card says "
                              f"task {card.task!r}; {FIX}")
+
+
+def _check_detector_outputs(model, where: str) -> None:
+    """ModelCardError unless ``model`` has one input and the detector's three outputs: a one-channel
+    heatmap and two-channel size and offset maps on the same grid, whose cells are whole input pixels."""
+    ins, outs = model.input_shape, model.output_shape
+    shapes = [tuple(o) for o in outs] if isinstance(outs, list) else []
+    if not isinstance(ins, tuple) or len(shapes) != 3 or any(len(o) != 4 for o in shapes) \
+            or [o[-1] for o in shapes] != [1, 2, 2] or len({o[1:3] for o in shapes}) != 1 \
+            or not shapes[0][1] or (ins[1] or 0) % shapes[0][1]:       # whole input pixels per cell
+        raise ModelCardError(f"{where}: is no detector (one image input; heatmap, box size and box offset "
+                             f"outputs on one grid), its outputs are {_shown(outs, 80)}; its card says task "
+                             f"'detection'; {FIX}")
 
 
 def load_model(path: str | Path, expect: dict | None = None):
@@ -467,7 +490,8 @@ def load_model(path: str | Path, expect: dict | None = None):
 
     path = Path(path)
     if not path.is_file():
-        raise ModelCardError(f"{path}: no such model file; train one with notebook 02/03 first")
+        raise ModelCardError(f"{path}: {'a folder, not a model file' if path.is_dir() else 'no such model file'}; "
+                             "give the .keras file a notebook wrote (02/03: classifiers, 04: localiser and detector)")
     card = read_card(path)
     _check_archive(path)
     if card.model_sha256 != sha256_file(path):
@@ -480,14 +504,16 @@ def load_model(path: str | Path, expect: dict | None = None):
             want = list(want)
         if have != want:
             raise ModelCardError(f"{path}: card says {key}={have!r}, expected {want!r}")
+    import zipfile
+
     from fracturelib.models.backbones import custom_objects
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=False,
                                         custom_objects=custom_objects())
-    except (ValueError, TypeError, KeyError, OSError, EOFError) as e:
-        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    except (ValueError, TypeError, KeyError, OSError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]   # a damaged member: Bad CRC-32 ...
         raise ModelCardError(f"{path}: Keras cannot load this model ({why}); re-save it with this "
-                             "fracturelib") from None
+                             "fracturelib or copy it again") from None
     check_agrees(model, card, str(path))
     return model, card
 
@@ -510,14 +536,14 @@ def make_card(task: str, classes, image_size: int, channels: int, preprocessing:
     """The one place a model card is made (``splits.split_from_card`` reads its data back).
 
     Args:
-        task: ``binary``, ``fracture-type`` or ``localisation``.
+        task: ``binary``, ``fracture-type``, ``localisation`` or ``detection`` (then ``box_threshold`` too).
         classes, image_size, channels, preprocessing: what a caller needs to feed the model.
         data_dir, manifest: the data it was trained on (its manifest hash is recorded).
         split: seed, val_fraction, test_fraction, subset_fraction, respect_existing.
         parts: ``{"train": rows, "val": rows, "test": rows}`` (their sizes are recorded).
         data: instead of the four above, another card's ``data`` (a model trained on that split).
-        companions: kind -> file name beside the model (``config.COMPANIONS``: the localiser and
-            the radiograph (OOD) detector that `fracturelib predict` uses with it).
+        companions: kind -> file name beside the model (``config.COMPANIONS``: the localiser, the
+            fracture detector and the radiograph (OOD) detector that `fracturelib predict` uses with it).
         **extra: the card's other fields (threshold, backbone, weights, test metrics ...); keys
             the card does not know are kept in ``extra``.
 

@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-STRIDE = 8
+from fracturelib.models.box_decode import STRIDE, decode
+
 SIZE_WEIGHT = 0.1      # CenterNet's lambda_size
 OFFSET_WEIGHT = 1.0    # CenterNet's lambda_off
 
 
 def build(image_size: int = 384, channels: int = 1, backbone: str = "efficientnet_lite0",
-          weights: str = "imagenet", width: int = 64):
+          weights: str = "imagenet", width: int = 32):
     """The detector ``image -> (heatmap, size, offset)`` at stride 8; Functional, explicit Input.
 
     Args:
@@ -61,6 +62,63 @@ def build(image_size: int = 384, channels: int = 1, backbone: str = "efficientne
     out = [layers.Activation("sigmoid", name="heatmap")(logits),
            layers.Identity(name="box_size")(wh), layers.Identity(name="box_offset")(off)]
     return keras.Model(inp, out, name="fracture_centernet"), head
+
+
+PREPROCESSING = ("decode -> grayscale -> resize_with_pad -> [0,255]; stride-8 centre heatmap, box size and "
+                 "offset out; boxes = 3x3 peaks")
+
+
+def detector_card(image_size: int, channels: int, data: dict, result: TrainResult, scores, classifier_card=None):
+    """The detector's card: its input, the split it was trained on, its box threshold and what that
+    threshold means on validation, its test detection figures, and, when the fusion with the classifier
+    beat the classifier on validation, that fusion (which ``predict`` then decides with, for that very
+    classifier file only: its SHA-256 is kept).
+
+    Args:
+        image_size, channels: the detector's input.
+        data: the classifier card's ``data`` (the split both use).
+        result: :func:`fit_on_split`'s :class:`TrainResult`.
+        scores: :class:`fracturelib.models.detector_scoring.DetectorScores` of the detector.
+        classifier_card: the card of the classifier the scores were fused with (None: no fusion kept).
+
+    Returns:
+        A :class:`fracturelib.models.cards.ModelCard` of task ``detection``.
+    """
+    from fracturelib.models.cards import make_card
+    fusion = ({"fusion": {**scores.fusion, "classifier": classifier_card.model_file,
+                          "classifier_sha256": classifier_card.model_sha256}}
+              if scores.fusion and classifier_card is not None else {})
+    return make_card("detection", ["fracture"], image_size, channels, PREPROCESSING, data=data,
+                     trained_on=f"{result.train_images} training images, fractured or not (best epoch "
+                                f"{result.best_epoch} of {result.epochs} by validation mAP50)",
+                     box_threshold=scores.box_threshold, box_operating_point=scores.operating_point,
+                     test_metrics=scores.card_metrics(), **fusion)
+
+
+def mirror_boxes(boxes, width: int) -> list[list[float]]:
+    """An image's expert boxes ``[x, y, w, h]`` after a left-right flip of the image.
+
+    Args:
+        boxes: the boxes in the image's pixels.
+        width: the image's width in pixels.
+
+    Returns:
+        The mirrored boxes, same order.
+    """
+    return [[width - x - bw, y, bw, bh] for x, y, bw, bh in boxes]
+
+
+def heatmap_model(detector):
+    """The detector's centre heatmap alone, a model ``image -> (N, S/8, S/8, 1)`` that
+    :func:`fracturelib.models.localiser.heatmaps` maps to image pixels (scored like the localiser).
+
+    Args:
+        detector: the model :func:`build` returned.
+
+    Returns:
+        A Keras model sharing the detector's layers.
+    """
+    return keras.Model(detector.inputs, detector.get_layer("heatmap").output, name="detector_heatmap")
 
 
 def gaussian_radius(height: float, width: float, min_overlap: float = 0.7) -> float:
@@ -107,15 +165,16 @@ def targets(boxes_per_image, sizes, image_size: int) -> tuple[np.ndarray, np.nda
     size = np.zeros((len(sizes), g, g, 3), np.float32)
     off = np.zeros((len(sizes), g, g, 3), np.float32)
     for i, (boxes, (w, h)) in enumerate(zip(boxes_per_image, sizes)):
-        left, top, rw, _ = letterbox(int(w), int(h), image_size)
-        f = rw / w / STRIDE
+        left, top, rw, rh = letterbox(int(w), int(h), image_size)
+        fx, fy = rw / w / STRIDE, rh / h / STRIDE          # per axis, as resize_with_pad scales
         for x, y, bw, bh in boxes:
-            cx, cy = min(g - 1e-3, left / STRIDE + (x + bw / 2) * f), min(g - 1e-3, top / STRIDE + (y + bh / 2) * f)
+            cx = min(g - 1e-3, left / STRIDE + (x + bw / 2) * fx)
+            cy = min(g - 1e-3, top / STRIDE + (y + bh / 2) * fy)
             ix, iy = int(cx), int(cy)
-            sigma = (2 * int(gaussian_radius(bh * f, bw * f)) + 1) / 6
+            sigma = (2 * int(gaussian_radius(bh * fy, bw * fx)) + 1) / 6
             gauss = np.exp(-((xx - ix) ** 2 + (yy - iy) ** 2) / (2 * sigma * sigma))
             heat[i, :, :, 0] = np.maximum(heat[i, :, :, 0], gauss)
-            size[i, iy, ix] = (bw * f, bh * f, 1.0)
+            size[i, iy, ix] = (bw * fx, bh * fy, 1.0)
             off[i, iy, ix] = (cx - ix, cy - iy, 1.0)
     return heat, size, off
 
@@ -136,84 +195,10 @@ def masked_l1(y_true, y_pred):
     return ops.sum(ops.abs(y_true[..., :2] - y_pred) * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
-def decode(heat: np.ndarray, size: np.ndarray, offset: np.ndarray, k: int = 100, threshold: float = 0.0,
-           image_wh: tuple[int, int] | None = None, input_size: int | None = None,
-           stride: int = STRIDE) -> np.ndarray:
-    """Boxes of one image from its heads: the 3x3 max-pool peaks of the heatmap (no NMS), best first.
-
-    Args:
-        heat: heatmap (g, g) or (g, g, 1), values in [0, 1].
-        size: (g, g, 2) box width and height in cells.
-        offset: (g, g, 2) the centre's x and y offset within its cell.
-        k: at most this many boxes (the top-k peaks).
-        threshold: keep peaks with a score at least this.
-        image_wh: the original image's ``(width, height)``: boxes in its pixels (the letterbox undone,
-            clipped to the image); None: boxes in the model input's pixels.
-        input_size: the model's input side S (default ``g * stride``).
-        stride: input pixels per heatmap cell.
-
-    Returns:
-        float array (n, 5): ``x0, y0, x1, y1, score`` per box, by descending score.
-    """
-    from scipy.ndimage import maximum_filter
-    heat = np.asarray(heat, np.float32).reshape(np.shape(heat)[:2])
-    peaks = (heat == maximum_filter(heat, size=3, mode="constant", cval=-np.inf)) & (heat >= threshold)
-    ys, xs = np.nonzero(peaks)
-    order = np.argsort(-heat[ys, xs], kind="stable")[:k]
-    ys, xs = ys[order], xs[order]
-    cx, cy = (xs + offset[ys, xs, 0]) * stride, (ys + offset[ys, xs, 1]) * stride
-    w, h = np.maximum(size[ys, xs, 0], 0) * stride, np.maximum(size[ys, xs, 1], 0) * stride
-    out = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, heat[ys, xs]], 1).astype(np.float64)
-    if image_wh is not None:
-        from fracturelib.data.geometry import letterbox
-        iw, ih = int(image_wh[0]), int(image_wh[1])
-        left, top, rw, _ = letterbox(iw, ih, input_size or heat.shape[0] * stride)
-        scale = rw / iw
-        out[:, [0, 2]] = np.clip((out[:, [0, 2]] - left) / scale, 0, iw)
-        out[:, [1, 3]] = np.clip((out[:, [1, 3]] - top) / scale, 0, ih)
-    return out.reshape(-1, 5)
-
-
-def detect(detector, images: np.ndarray, sizes, k: int = 100, threshold: float = 0.0,
-           batch_size: int = 16) -> list[np.ndarray]:
-    """Boxes of each image in its own pixels.
-
-    Args:
-        detector: the model :func:`build` returned.
-        images: input batch (N, S, S, channels), pixels as the detector takes them.
-        sizes: per image, its original ``(width, height)``.
-        k: at most this many boxes per image.
-        threshold: keep boxes scoring at least this.
-        batch_size: prediction batch size.
-
-    Returns:
-        One (n, 5) array ``x0, y0, x1, y1, score`` per image.
-    """
-    if not len(images):
-        return []
-    outs = (detector.predict_on_batch(images) if len(images) <= batch_size
-            else detector.predict(images, batch_size=batch_size, verbose=0))
-    heat, size, off = (np.asarray(o) for o in outs)
-    s = detector.input_shape[1]
-    return [decode(heat[i], size[i], off[i], k, threshold, wh, s) for i, wh in enumerate(sizes)]
-
-
-def image_scores(dets: list[np.ndarray]) -> np.ndarray:
-    """The image-level fracture score: each image's best box score (0 where it has none).
-
-    Args:
-        dets: per image, its (n, 5) boxes from :func:`detect` or :func:`decode`.
-
-    Returns:
-        float array (N,).
-    """
-    return np.array([float(d[:, 4].max()) if len(d) else 0.0 for d in dets])
-
-
 class _Batches(keras.utils.PyDataset):
     """Cached float16 features and targets, shuffled each epoch, cast to float32 per batch."""
 
-    def __init__(self, feats, ys, batch_size, seed, negatives: float = 1.0):
+    def __init__(self, feats, ys, batch_size, seed, negatives: float = 0.35):
         super().__init__()
         self.feats, self.ys, self.batch_size = feats, ys, batch_size
         self.rng = np.random.default_rng(seed)
@@ -265,8 +250,8 @@ def features(detector, images, batch_size: int = 16) -> list[np.ndarray]:
 
 
 def train(detector, head, train_images, train_boxes, train_sizes, val_images, val_boxes, val_sizes,
-          epochs: int = 40, batch_size: int = 16, learning_rate: float = 1e-3, patience: int = 8,
-          seed: int = 0, verbose: bool = False) -> TrainResult:
+          epochs: int = 40, batch_size: int = 32, learning_rate: float = 2e-3, patience: int = 8,
+          seed: int = 0, verbose: bool = False, negatives: float = 0.35) -> TrainResult:
     """Train the heads on cached frozen features (fractured training images also mirrored); the epoch
     with the best validation mAP50 (COCO, on the validation images with boxes) is kept.
 
@@ -281,6 +266,8 @@ def train(detector, head, train_images, train_boxes, train_sizes, val_images, va
         patience: epochs without a better validation mAP50 before stopping.
         seed: seed of initialisation and shuffling.
         verbose: print one line per epoch.
+        negatives: share of the non-fractured training images drawn afresh each epoch (all fractured
+            images and their mirrors every epoch; see :func:`train_on_features`).
 
     Returns:
         A :class:`TrainResult` (epochs run, best epoch, its validation mAP50, seconds with feature
@@ -289,7 +276,7 @@ def train(detector, head, train_images, train_boxes, train_sizes, val_images, va
     t0 = time.perf_counter()
     s = detector.input_shape[1]
     mirror = [i for i, b in enumerate(train_boxes) if b]
-    m_boxes = [[[train_sizes[i][0] - x - bw, y, bw, bh] for x, y, bw, bh in train_boxes[i]] for i in mirror]
+    m_boxes = [mirror_boxes(train_boxes[i], train_sizes[i][0]) for i in mirror]
     f_tr = features(detector, train_images, batch_size)
     f_mi = features(detector, train_images[mirror][:, :, ::-1], batch_size)
     x_tr = [np.concatenate([a, b]) for a, b in zip(f_tr, f_mi)]
@@ -297,7 +284,7 @@ def train(detector, head, train_images, train_boxes, train_sizes, val_images, va
     return train_on_features(head, x_tr, list(train_boxes) + m_boxes, sizes,
                              features(detector, val_images, batch_size), val_boxes, val_sizes, s, epochs=epochs,
                              batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
-                             verbose=verbose, t0=t0, n_images=len(train_images))
+                             verbose=verbose, t0=t0, n_images=len(train_images), negatives=negatives)
 
 
 def head_outputs(head, feats, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -320,9 +307,9 @@ def head_outputs(head, feats, batch_size: int = 64) -> tuple[np.ndarray, np.ndar
 
 
 def train_on_features(head, train_feats, train_boxes, train_sizes, val_feats, val_boxes, val_sizes, image_size: int,
-                      epochs: int = 40, batch_size: int = 16, learning_rate: float = 1e-3, patience: int = 8,
+                      epochs: int = 40, batch_size: int = 32, learning_rate: float = 2e-3, patience: int = 8,
                       seed: int = 0, verbose: bool = False, t0: float | None = None,
-                      n_images: int | None = None, negatives: float = 1.0) -> TrainResult:
+                      n_images: int | None = None, negatives: float = 0.35) -> TrainResult:
     """:func:`train` on features computed beforehand (:func:`features`; mirrored copies already included).
 
     Args:
@@ -335,7 +322,8 @@ def train_on_features(head, train_feats, train_boxes, train_sizes, val_feats, va
         t0: start time to count seconds from (default: now).
         n_images: training images to report (default: all rows of ``train_feats``).
         negatives: share of the images without boxes drawn afresh each epoch (1: all every epoch;
-            0.5: a different random half each epoch, all fractured images every epoch).
+            0.35: a different random 35% each epoch; all fractured images every epoch). On frozen
+            features the head overfits the many negatives: 0.35 kept validation mAP50 rising longest.
 
     Returns:
         A :class:`TrainResult`.
@@ -344,10 +332,10 @@ def train_on_features(head, train_feats, train_boxes, train_sizes, val_feats, va
     t0 = time.perf_counter() if t0 is None else t0
     y_tr = list(targets(train_boxes, train_sizes, image_size))
     keras.utils.set_random_seed(seed)
-    steps = epochs * math.ceil(len(y_tr[0]) / batch_size)
+    data = _Batches(train_feats, y_tr, batch_size, seed, negatives)
+    steps = epochs * len(data)                 # the cosine reaches 0 at the last epoch, whatever share of negatives
     head.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
                  loss=[_focal(), masked_l1, masked_l1], loss_weights=[1.0, SIZE_WEIGHT, OFFSET_WEIGHT])
-    data = _Batches(train_feats, y_tr, batch_size, seed, negatives)
     has_box = [i for i, b in enumerate(val_boxes) if b]
     val_pos = [f[has_box] for f in val_feats]
     best, best_w, best_epoch, history = -1.0, head.get_weights(), 0, []
@@ -376,7 +364,7 @@ def _focal():
 
 def fit_on_split(split_rows, boxes: dict, image_size: int = 384, channels: int = 1, epochs: int = 40,
                  backbone: str = "efficientnet_lite0", weights: str = "imagenet", seed: int = 0,
-                 verbose: bool = False):
+                 verbose: bool = False, negatives: float = 0.35):
     """Build and train a detector on **all** training images of a split (non-fractured ones with an
     empty heatmap), the epoch picked on the validation images; test boxes are never read.
 
@@ -388,6 +376,7 @@ def fit_on_split(split_rows, boxes: dict, image_size: int = 384, channels: int =
         backbone, weights: the frozen backbone and its weights (see :func:`build`).
         seed: random seed of training.
         verbose: print one line per epoch.
+        negatives: share of the non-fractured training images drawn afresh each epoch.
 
     Returns:
         (detector, TrainResult).
@@ -404,4 +393,4 @@ def fit_on_split(split_rows, boxes: dict, image_size: int = 384, channels: int =
     det, head = build(image_size, channels, backbone, weights)
     args = [a for s, r in parts.items()
             for a in (load_images(r, image_size, channels), bx[s], list(zip(r["width"], r["height"])))]
-    return det, train(det, head, *args, epochs=epochs, seed=seed, verbose=verbose)
+    return det, train(det, head, *args, epochs=epochs, seed=seed, verbose=verbose, negatives=negatives)

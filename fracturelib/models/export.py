@@ -4,8 +4,10 @@ The classifier is converted by TensorFlow's converter (through a SavedModel of i
 built-in ops only, so the LiteRT interpreter of ``ai-edge-litert`` runs it without TensorFlow), with
 ``quantize`` ``none`` (float32), ``float16`` (weights) or ``int8`` (full-integer kernels with float
 input and output, activations calibrated on ``calibration`` training images drawn evenly from every
-class). The localiser and the radiograph (OOD) feature extractor the card names are exported with it
-(``localiser.tflite``, ``ood_features.tflite``) and the detector's ``ood.npz`` stays as it is.
+class). The localiser, the fracture detector and the radiograph (OOD) feature extractor the card names
+are exported with it (``localiser.tflite``, ``detector.tflite``, ``ood_features.tflite``) and the OOD
+detector's ``ood.npz`` stays as it is. The fracture detector's three outputs are checked against the
+Keras model's, head by head, when it is exported.
 
 The gate: on the validation images of the split the card records (re-created from the card's data
 folder), the exported classifier's decisions must agree with the Keras model's on at least
@@ -37,10 +39,13 @@ MAX_AUC_DIFF = 0.005
 #: the LiteRT score within this of the Keras score: notebook 02 picks the threshold among the validation
 #: scores, so one validation image sits on it and float rounding alone (float32 LiteRT, |dp| ~1e-7) decides.
 TIE = 1e-4
+#: The exported detector's boxes must overlap the Keras model's by at least this IoU (same number of boxes).
+DETECTOR_IOU = 0.9
 #: Calibration images for int8 (drawn from the training images, evenly from each class).
 CALIBRATION = 200
 #: Companion file names of an exported classifier (beside its .tflite).
 LOCALISER_LITE = "localiser.tflite"
+DETECTOR_LITE = "detector.tflite"
 OOD_FEATURES_LITE = "ood_features.tflite"
 
 
@@ -312,7 +317,7 @@ class ExportResult:
         card: its card.
         figures: the classifier's parity figures (None when not checked).
         passed: the gate's verdict (None when not checked).
-        companions: kind -> the file written (localiser, ood_features).
+        companions: kind -> the file written (localiser, detector, ood_features).
         seconds: wall time.
     """
     path: Path | None
@@ -355,7 +360,8 @@ def _write_card(card: ModelCard, out: Path) -> None:
 def export_litert(model_path: str | Path, quantize: str = "none", calibration: int = CALIBRATION,
                   force: bool = False, data_dir: str | Path | None = None, out: str | Path | None = None,
                   num_threads: int | None = None, companions: bool = True, log=print) -> ExportResult:
-    """Export a saved Keras model (and its localiser and OOD feature extractor) to LiteRT behind the gate.
+    """Export a saved Keras model (and its localiser, detector and OOD feature extractor) to LiteRT behind
+    the gate.
 
     Args:
         model_path: the .keras classifier (its card beside it).
@@ -365,7 +371,7 @@ def export_litert(model_path: str | Path, quantize: str = "none", calibration: i
         data_dir: the data folder of the card's split (default: the card's own, when present).
         out: the .tflite to write (default ``<model>.tflite`` beside it); companions go beside it.
         num_threads: LiteRT threads for the parity check.
-        companions: export the localiser and OOD feature extractor the card names, when present.
+        companions: export the localiser, detector and OOD feature extractor the card names, when present.
         log: where progress lines go (None: nowhere).
 
     Returns:
@@ -385,8 +391,9 @@ def export_litert(model_path: str | Path, quantize: str = "none", calibration: i
     if quantize not in QUANTIZE:
         raise ExportError(f"--quantize {quantize}: use one of {', '.join(QUANTIZE)}")
     model, card = load_model(model_path)
-    if card.task == "localisation" or len(model.output_shape) != 2:
-        raise ExportError(f"{model_path}: a localiser; export the classifier, its localiser goes with it")
+    if card.task in ("localisation", "detection") or len(model.output_shape) != 2:
+        what = "a fracture detector" if card.task == "detection" else "a localiser"
+        raise ExportError(f"{model_path}: {what}; export the classifier whose card names it, it goes with it")
     out = Path(out) if out else model_path.with_suffix(".tflite")
     binary = model.output_shape[-1] == 1
     rows, reason = None, None
@@ -421,10 +428,10 @@ def export_litert(model_path: str | Path, quantize: str = "none", calibration: i
         else:
             say(f"parity: {describe(figures)}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    written = _export_companions(card, model_path, out, quantize, rows, calibration, num_threads, say) \
+    written = _export_companions(card, model_path, out, quantize, rows, calibration, num_threads, say, force) \
         if companions else {}
     atomic_write(out, blob)
-    names = {k: v for k, v in card.companions.items() if k != "localiser"}   # a .keras one is no LiteRT companion
+    names = {k: v for k, v in card.companions.items() if k not in ("localiser", "detector")}   # .keras: no LiteRT ones
     names.update({k: Path(v).name for k, v in written.items()})
     full = _lite_card(card, model_path, out, quantize, figures, names, force and (figures is None or
                       not passes(figures)), reason)
@@ -433,26 +440,110 @@ def export_litert(model_path: str | Path, quantize: str = "none", calibration: i
                         time.perf_counter() - t0)
 
 
+def _export_companion(kind: str, src: Path, dest: Path, quantize: str, rows, calibration: int,
+                      num_threads: int | None, say, force: bool = False) -> Path:
+    """One Keras companion (localiser or detector) as ``dest`` with its card (``box_threshold`` and all kept);
+    int8 without calibration data falls back to float16. A detector's LiteRT outputs must match its Keras
+    heads one to one (:func:`detector_parity`, recorded in its card)."""
+    model, mc = load_model(src)
+    cal = calibration_images(rows, mc, calibration) if quantize == "int8" and rows is not None else None
+    q = quantize if cal is not None or quantize != "int8" else "float16"
+    say(f"converting the {kind} {src.name} ({q}) ...")
+    blob = convert(model, q, cal)
+    par = None
+    if kind == "detector":
+        probe = (calibration_images(rows, mc, 4) if rows is not None
+                 else np.random.default_rng(0).uniform(0, 255, (2, *model.input_shape[1:])).astype(np.float32))
+        par = detector_parity(model, blob, probe, num_threads, str(src), mc.box_threshold, force)
+    atomic_write(dest, blob)
+    lc = dataclasses.replace(
+        mc, card_version=CARD_VERSION, format="litert", quantization=q, model_file=dest.name,
+        model_sha256=sha256_file(dest), exported_from={"file": src.name, "sha256": mc.model_sha256},
+        versions={**package_versions(), **_litert_version()}, source=card_path(dest),
+        parity=par if par is not None else mc.parity)
+    _write_card(lc, dest)
+    return dest
+
+
+def detector_parity(model, blob: bytes, images: np.ndarray, num_threads: int | None = None,
+                    where: str = "detector", box_threshold: float | None = None, force: bool = False) -> dict:
+    """The exported detector's heads against the Keras model's on ``images``: every value finite; each LiteRT
+    output (taken in the order :class:`~fracturelib.models.litert.LiteModel` gives) of its Keras head's shape
+    and closer to it than to any other head of that shape (a size and an offset head swapped by the converter
+    are caught here, not read as wrong boxes later); and the gate: the boxes at ``box_threshold`` the same in
+    number, each overlapping its Keras box by IoU >= :data:`DETECTOR_IOU`, unless ``force``.
+
+    Args:
+        model: the Keras detector (outputs heatmap, box_size, box_offset).
+        blob: its ``.tflite`` bytes.
+        images: (N, S, S, C) inputs as the detector takes them.
+        num_threads: LiteRT threads.
+        where: how a message names the detector.
+        box_threshold: the detector card's threshold (None: 0.5).
+        force: export a detector whose boxes differ anyway (the figures say so).
+
+    Returns:
+        ``{"n": N, "max_abs_diff": {head: max |LiteRT - Keras|}, "boxes_keras": n, "boxes_litert": n,
+        "min_iou": the lowest IoU of matched boxes (1.0 without boxes), "passed": bool}``.
+
+    Raises:
+        ExportError: a non-finite output, an output of another shape or one that matches another head
+            better, or (without ``force``) boxes that differ.
+    """
+    from fracturelib.models.box_decode import detect
+    from fracturelib.models.litert import HEADS, LiteModel
+    ref = [np.asarray(o, np.float64) for o in model.predict_on_batch(images)]
+    got = LiteModel(blob, num_threads).predict_on_batch(images)
+    got = [np.asarray(o, np.float64) for o in (got if isinstance(got, list) else [got])]
+    if [o.shape for o in got] != [o.shape for o in ref]:
+        raise ExportError(f"{where}: LiteRT outputs {[list(o.shape[1:]) for o in got]} differ from the Keras "
+                          f"heads {[list(o.shape[1:]) for o in ref]}; export it again")
+    if not all(np.isfinite(o).all() for o in (*ref, *got)):
+        raise ExportError(f"{where}: its heads give NaN or infinite values on the check images (Keras or LiteRT); "
+                          "train it again (notebook 04) before exporting")
+    diff = [[float(np.abs(g - r).max()) if g.shape == r.shape else np.inf for r in ref] for g in got]
+    for i, row in enumerate(diff):
+        if min(row) < row[i]:
+            other = HEADS[row.index(min(row))]
+            raise ExportError(f"{where}: LiteRT output {i} matches the Keras head {other} better than its own "
+                              f"({HEADS[i]}); export it again")
+    thr = 0.5 if box_threshold is None else float(box_threshold)
+    sizes = [(images.shape[2], images.shape[1])] * len(images)
+    keras_boxes = detect(model, images, sizes, k=10, threshold=thr)
+    lite_boxes = detect(LiteModel(blob, num_threads), images, sizes, k=10, threshold=thr)
+    ious = [_iou(a[:4], b[:4]) for ka, kb in zip(keras_boxes, lite_boxes) if len(ka) == len(kb) for a, b in zip(ka, kb)]
+    same = all(len(a) == len(b) for a, b in zip(keras_boxes, lite_boxes)) and min(ious, default=1.0) >= DETECTOR_IOU
+    figures = {"n": int(len(images)), "max_abs_diff": dict(zip(HEADS, (diff[i][i] for i in range(len(ref))))),
+               "boxes_keras": int(sum(map(len, keras_boxes))), "boxes_litert": int(sum(map(len, lite_boxes))),
+               "min_iou": round(float(min(ious, default=1.0)), 4), "passed": bool(same)}
+    if not same and not force:
+        raise ExportError(f"{where}: the exported detector's boxes at the threshold {thr:.3f} differ from the Keras "
+                          f"model's on {len(images)} check images ({figures['boxes_litert']} vs "
+                          f"{figures['boxes_keras']} boxes, lowest IoU {figures['min_iou']:.2f}); export without "
+                          "--quantize, or pass --force to keep it (its card says so)")
+    return figures
+
+
+def _iou(a, b) -> float:
+    """IoU of two ``x0, y0, x1, y1`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else float(np.allclose(a, b))
+
+
 def _export_companions(card: ModelCard, model_path: Path, out: Path, quantize: str, rows, calibration: int,
-                       num_threads: int | None, say) -> dict:
-    """The localiser (with its card) and the OOD feature extractor the card names, exported beside
-    ``out``; the detector's ``ood.npz`` and ``.json`` copied there when ``out`` is elsewhere."""
+                       num_threads: int | None, say, force: bool = False) -> dict:
+    """The localiser and the fracture detector (each with its card) and the OOD feature extractor the card
+    names, exported beside ``out``; the OOD detector's ``ood.npz`` and ``.json`` copied there when ``out`` is
+    elsewhere."""
     import shutil
     written = {}
-    loc_path = card.companion_path("localiser")
-    if loc_path is not None and loc_path.exists():
-        loc, loc_card = load_model(loc_path)
-        cal = calibration_images(rows, loc_card, calibration) if quantize == "int8" and rows is not None else None
-        q = quantize if cal is not None or quantize != "int8" else "float16"
-        say(f"converting the localiser {loc_path.name} ({q}) ...")
-        dest = out.parent / LOCALISER_LITE
-        atomic_write(dest, convert(loc, q, cal))
-        lc = dataclasses.replace(
-            loc_card, card_version=CARD_VERSION, format="litert", quantization=q, model_file=dest.name,
-            model_sha256=sha256_file(dest), exported_from={"file": loc_path.name, "sha256": loc_card.model_sha256},
-            versions={**package_versions(), **_litert_version()}, source=card_path(dest))
-        _write_card(lc, dest)
-        written["localiser"] = dest
+    for kind, name in (("localiser", LOCALISER_LITE), ("detector", DETECTOR_LITE)):
+        src = card.companion_path(kind)
+        if src is not None and src.exists():
+            written[kind] = _export_companion(kind, src, out.parent / name, quantize, rows, calibration,
+                                              num_threads, say, force)
     ood_path = card.companion_path("ood")
     if ood_path is not None and ood_path.exists():
         from fracturelib.models import ood

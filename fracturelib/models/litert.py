@@ -9,6 +9,7 @@ TensorFlow nor Keras (a test runs a whole ``.tflite`` prediction and checks ``sy
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,13 @@ def is_litert(path: str | Path | None) -> bool:
 
 
 class LiteModel:
-    """A ``.tflite`` model in a LiteRT interpreter (one input, one output, batch 1 inside).
+    """A ``.tflite`` model in a LiteRT interpreter (one input, one or more outputs, batch 1 inside).
 
     Attributes:
         path: the file (None when built from bytes).
-        input_shape, output_shape: Keras-style shapes with batch None, e.g. ``(None, 224, 224, 1)``.
+        input_shape: Keras-style shape with batch None, e.g. ``(None, 224, 224, 1)``.
+        output_shape: likewise for one output; for several (the detector's heatmap, box size and offset)
+            a list of them in the Keras model's output order, as Keras gives it.
     """
 
     def __init__(self, model: str | Path | bytes, num_threads: int | None = None):
@@ -64,42 +67,50 @@ class LiteModel:
             self.path = Path(model)
             self._it = Interpreter(model_path=str(model), num_threads=threads)
         self._it.allocate_tensors()
-        ins, outs = self._it.get_input_details(), self._it.get_output_details()
-        if len(ins) != 1 or len(outs) != 1:
+        ins, outs = self._it.get_input_details(), keras_order(self._it)
+        if len(ins) != 1 or not outs:
             raise ModelCardError(f"{self.path or 'LiteRT model'}: has {len(ins)} inputs and {len(outs)} outputs; "
-                                 "fracturelib models have one each")
-        self._in, self._out = ins[0], outs[0]
+                                 "fracturelib models have one input")
+        self._in, self._outs = ins[0], outs
         self.input_shape = (None, *(int(d) for d in self._in["shape"][1:]))
-        self.output_shape = (None, *(int(d) for d in self._out["shape"][1:]))
+        shapes = [(None, *(int(d) for d in o["shape"][1:])) for o in outs]
+        self.output_shape = shapes[0] if len(shapes) == 1 else shapes
 
-    def _one(self, x: np.ndarray) -> np.ndarray:
-        """One image (1 x S x S x C float32) -> the output (1 x ...), (de)quantized as the file says."""
+    def _one(self, x: np.ndarray) -> list[np.ndarray]:
+        """One image (1 x S x S x C float32) -> the outputs (1 x ...) in Keras' order, (de)quantized as the
+        file says."""
         scale, zero = self._in.get("quantization", (0.0, 0))
         if self._in["dtype"] != np.float32 and scale:
             info = np.iinfo(self._in["dtype"])
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
         self._it.set_tensor(self._in["index"], np.ascontiguousarray(x, dtype=self._in["dtype"]))
         self._it.invoke()
-        y = self._it.get_tensor(self._out["index"])
-        scale, zero = self._out.get("quantization", (0.0, 0))
-        if self._out["dtype"] != np.float32 and scale:
-            y = (y.astype(np.float32) - zero) * scale
-        return np.array(y, np.float32)
+        ys = []
+        for out in self._outs:
+            y = self._it.get_tensor(out["index"])
+            scale, zero = out.get("quantization", (0.0, 0))
+            if out["dtype"] != np.float32 and scale:
+                y = (y.astype(np.float32) - zero) * scale
+            ys.append(np.array(y, np.float32))
+        return ys
 
-    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
         """The outputs of a batch, one image at a time (the file's batch is 1).
 
         Args:
             x: (N, S, S, C) float32, pixels as the Keras model takes them.
 
         Returns:
-            (N, ...) float32 outputs.
+            (N, ...) float32 outputs; for a model of several outputs a list of them in Keras' order (what
+            Keras' ``predict_on_batch`` returns).
         """
         x = np.asarray(x, np.float32)
-        return np.concatenate([self._one(x[i:i + 1]) for i in range(len(x))]) if len(x) else \
-            np.zeros((0, *self.output_shape[1:]), np.float32)
+        per_image = [self._one(x[i:i + 1]) for i in range(len(x))]
+        outs = [np.concatenate([p[j] for p in per_image]) if per_image else
+                np.zeros((0, *(int(d) for d in o["shape"][1:])), np.float32) for j, o in enumerate(self._outs)]
+        return outs[0] if len(outs) == 1 else outs
 
-    def predict(self, x: np.ndarray, verbose: int = 0, batch_size: int | None = None) -> np.ndarray:
+    def predict(self, x: np.ndarray, verbose: int = 0, batch_size: int | None = None) -> np.ndarray | list[np.ndarray]:
         """Keras' ``predict`` signature (``verbose`` and ``batch_size`` are accepted and ignored).
 
         Args:
@@ -108,9 +119,48 @@ class LiteModel:
             batch_size: ignored.
 
         Returns:
-            (N, ...) float32 outputs.
+            As :meth:`predict_on_batch`.
         """
         return self.predict_on_batch(x)
+
+
+#: Output names a model may carry in its serving signature, in the detector's Keras order.
+HEADS = ("heatmap", "box_size", "box_offset")
+
+
+def _rank(name: str) -> tuple[int, str]:
+    """Where an output named ``name`` comes in the Keras order: a head of :data:`HEADS` by its place, else
+    the number it ends with (``output_2``, ``StatefulPartitionedCall:2``; TensorFlow's ``Identity``,
+    ``Identity_1``, ``Identity_2``: no number is the first)."""
+    if name in HEADS:
+        return HEADS.index(name), name
+    tail = re.search(r"(\d+)$", name)
+    return (int(tail.group(1)) if tail else 0), name
+
+
+def keras_order(interpreter) -> list[dict]:
+    """The interpreter's output details in the Keras model's output order.
+
+    The converter may list a model's outputs in another order than Keras (a detector's three heads come
+    back as box_size, heatmap, box_offset); the serving signature keeps Keras' order in its output names
+    (``output_0``, ``output_1`` ... or the heads' own names), so the tensors are taken in that order;
+    without a single signature, by the number that ends each tensor's name.
+
+    Args:
+        interpreter: an allocated LiteRT ``Interpreter``.
+
+    Returns:
+        The output details (dicts with ``index``, ``shape``, ``dtype``, ``quantization``), in Keras' order.
+    """
+    outs = interpreter.get_output_details()
+    if len(outs) < 2:
+        return outs
+    by_index = {o["index"]: o for o in outs}
+    if len(interpreter.get_signature_list()) == 1:
+        named = interpreter.get_signature_runner().get_output_details()
+        if {d["index"] for d in named.values()} == set(by_index):
+            return [by_index[named[n]["index"]] for n in sorted(named, key=_rank)]
+    return sorted(outs, key=lambda o: _rank(o["name"]))
 
 
 def load_lite(path: str | Path, expect: dict | None = None, num_threads: int | None = None):

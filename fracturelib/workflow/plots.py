@@ -323,6 +323,6 @@ def box_gallery(images, gt_boxes, dets, titles, suptitle: str, ncols: int = 6):
     if not len(images):
         print(f"{suptitle}: none")
         return None
-    drawn = [draw_boxes(draw_boxes(im, [[x, y, x + w, y + h] for x, y, w, h in g], (255, 255, 255)), d)
+    drawn = [draw_boxes(draw_boxes(im, [[x, y, x + w, y + h] for x, y, w, h in g]), d, (255, 200, 0))
              for im, g, d in zip(images, gt_boxes, dets)]
     return image_grid(drawn, titles, ncols=ncols, size=2.4, suptitle=suptitle)

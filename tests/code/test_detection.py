@@ -86,3 +86,52 @@ def test_fast_map_equals_pycocotools_on_random_detectors():
         pos = [i for i, g in enumerate(gt) if g]
         want = detection.coco_map([gt[i] for i in pos], [dets[i] for i in pos])
         assert detection.fast_map([gt[i] for i in pos], [dets[i] for i in pos]) == pytest.approx(want, abs=1e-9), trial
+
+
+def test_score_detections_threshold_from_validation_and_fusion_judged_there():
+    from fracturelib.models.detector_scoring import score_detections
+    rng = np.random.default_rng(0)
+    n = 40
+    expert = {s: [[[10, 10, 20, 20]] if i % 2 else [] for i in range(n)] for s in ("val", "test")}
+    labels = {s: np.array([i % 2 for i in range(n)]) for s in ("val", "test")}
+    # fractured images: a box on the fracture at 0.6-0.9; every image: a false positive elsewhere at 0.1-0.5
+    dets = {s: [np.array(([[12, 12, 28, 28, 0.6 + 0.3 * rng.random()]] if i % 2 else [])
+                         + [[100, 100, 120, 120, 0.1 + 0.4 * rng.random()]]) for i in range(n)] for s in expert}
+    clf = {s: np.clip(labels[s] * 0.1 + 0.4 + 0.3 * rng.random(n), 0, 1) for s in expert}   # overlapping: AUC < 1
+    r = score_detections(dets, expert, labels, clf, n_boot=50, seed=1, box_fp_rate=0.0)
+    # no false positive allowed on validation: the threshold is the lowest box above every false positive
+    fp_max = max(d[-1, 4] for d in dets["val"])
+    assert fp_max < r.box_threshold <= min(d[0, 4] for d, y in zip(dets["val"], labels["val"]) if y)
+    assert r.table.loc["map50", "value"] == pytest.approx(1.0)           # every box ranks above the FPs
+    assert r.table.loc["sens@0.125", "value"] == pytest.approx(1.0)
+    assert set(r.outcomes) == {"hit", "true negative"}
+    assert r.image_level.loc["best box", "auc"] == pytest.approx(1.0)   # the best box separates perfectly
+    # the best box separates perfectly, the classifier does not: the fusion wins on validation and is kept
+    assert r.image_level_val.loc["classifier", "auc"] < 1 and r.fusion_preferred
+    from fracturelib.metrics.detection import fused_probability
+    box_val = np.array([d[:, 4].max() for d in dets["val"]])
+    fused_val = fused_probability(r.fusion["weights"], r.fusion["intercept"], {"classifier": clf["val"],
+                                                                               "best box": box_val})
+    assert r.image_level_val.loc["fused", "auc"] == pytest.approx(1.0)
+    assert (fused_val[labels["val"] == 1] >= r.fusion["threshold"]).mean() >= r.fusion["target_sensitivity"]
+    assert r.key_figures()["detector_map50"] == pytest.approx(1.0)
+    r0 = score_detections(dets, expert, labels, None, n_boot=0, box_fp_rate=0.5)
+    assert r0.box_threshold < r.box_threshold                            # half a FP per image: a lower bar
+    assert r0.image_level.empty and r0.fusion is None and r0.card_metrics()["map50"]["ci_low"] is None   # no CI: None
+    assert r.operating_point == {"box_fp_rate": 0.0, "reachable": True, "val_sensitivity": 1.0,
+                                 "val_fp_per_image": 0.0}
+    pos, gt, shown = r.examples("hit", k=3)
+    assert pos == [1, 3, 5] and gt == [expert["test"][i] for i in pos] and all(len(b) == 1 for b in shown)
+
+
+def test_fractured_images_without_boxes_are_left_out_of_detection_scores():
+    from fracturelib.models.detector_scoring import score_detections
+    expert = {s: [[[10, 10, 20, 20]], [], []] for s in ("val", "test")}
+    labels = {s: np.array([1, 1, 0]) for s in expert}                  # image 1: fractured, no expert box
+    dets = {s: [np.array([[12, 12, 28, 28, 0.9]]), np.array([[0, 0, 5, 5, 0.8]]), np.zeros((0, 5))] for s in expert}
+    r = score_detections(dets, expert, labels, None, n_boot=0, box_fp_rate=0.0)
+    assert r.rows["test"] == [0, 2] and r.outcomes == ["hit", "true negative"]
+    assert r.curves["test"]["fp_per_image"].max() == 0                  # its box is no false positive
+    # with the image counted as non-fractured, its box would be a false positive above the hit's threshold
+    r2 = score_detections(dets, expert, {s: np.array([1, 0, 0]) for s in expert}, None, n_boot=0, box_fp_rate=0.0)
+    assert r2.curves["test"]["fp_per_image"].max() == pytest.approx(1 / 3)

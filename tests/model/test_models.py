@@ -221,7 +221,7 @@ def test_a_version_1_card_still_loads_with_the_default_companions(saved, tmp_pat
 def test_make_card_names_companions_and_types_its_values(tmp_path):
     card = cards.make_card("binary", CLASSES, 32, 1, "gray", data={"root": "x", "split": {"seed": 1}},
                            companions=config.COMPANIONS, threshold=np.float32(0.25), alpha=np.float64(1.0))
-    assert card.companions == {"localiser": "localiser.keras", "ood": "ood.npz"}
+    assert card.companions == {"localiser": "localiser.keras", "detector": "detector.keras", "ood": "ood.npz"}
     assert card.threshold == 0.25 and type(card.threshold) is float and card.data["split"] == {"seed": 1}
     with pytest.raises(cards.ModelCardError, match="threshold is \"high\""):
         cards.make_card("binary", CLASSES, 32, 1, "gray", data={}, threshold="high")
