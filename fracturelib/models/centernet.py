@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import keras
@@ -240,13 +241,37 @@ def features(detector, images, batch_size: int = 16) -> list[np.ndarray]:
     Returns:
         [stride-8, stride-16, stride-32] float16 arrays.
     """
-    from fracturelib.models.kerasutil import layer_outputs
-    feats = keras.Model(detector.inputs, layer_outputs(detector, detector.get_layer("backbone")))
+    feats = _feature_model(detector)
     out = [[] for _ in feats.outputs]
-    for i in range(0, len(images), batch_size):
-        for j, a in enumerate(feats.predict_on_batch(images[i:i + batch_size])):
+    for batch in _batches(feats, [images], batch_size):
+        for j, a in enumerate(batch):
             out[j].append(np.asarray(a, np.float16))
     return [np.concatenate(o) for o in out]
+
+
+_TAPS = weakref.WeakKeyDictionary()           # detector -> its taps model (see _feature_model)
+
+
+def _feature_model(detector):
+    """The detector's frozen backbone taps as one model, built once per detector (a new model each call
+    traces a new predict function: seconds each on a CPU)."""
+    if detector not in _TAPS:                  # not an attribute: Keras would save it with the detector
+        from fracturelib.models.kerasutil import layer_outputs
+        _TAPS[detector] = keras.Model(detector.inputs, layer_outputs(detector, detector.get_layer("backbone")))
+    return _TAPS[detector]
+
+
+def _batches(model, arrays: list, batch_size: int):
+    """``model.predict_on_batch`` over ``arrays`` in batches of one shape (the last one padded, its padding
+    dropped from the outputs), so the predict function is traced once, not again for a short last batch."""
+    n = len(arrays[0])
+    for i in range(0, n, batch_size):
+        part = [np.asarray(a[i:i + batch_size], np.float32) for a in arrays]
+        k = len(part[0])
+        if k < batch_size and n > batch_size:
+            part = [np.concatenate([p, np.zeros((batch_size - k, *p.shape[1:]), p.dtype)]) for p in part]
+        outs = model.predict_on_batch(part if len(part) > 1 else part[0])
+        yield [np.asarray(o)[:k] for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
 
 
 def train(detector, head, train_images, train_boxes, train_sizes, val_images, val_boxes, val_sizes,
@@ -299,9 +324,9 @@ def head_outputs(head, feats, batch_size: int = 64) -> tuple[np.ndarray, np.ndar
         (heat (N, g, g, 1) in [0, 1], size (N, g, g, 2), offset (N, g, g, 2)).
     """
     outs = [[], [], []]
-    for i in range(0, len(feats[0]), batch_size):
-        for j, o in enumerate(head.predict_on_batch([f[i:i + batch_size].astype(np.float32) for f in feats])):
-            outs[j].append(np.asarray(o))
+    for batch in _batches(head, feats, batch_size):
+        for j, o in enumerate(batch):
+            outs[j].append(o)
     heat, size, off = (np.concatenate(o) for o in outs)
     return 1 / (1 + np.exp(-heat)), size, off
 
