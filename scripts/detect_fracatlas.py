@@ -103,7 +103,7 @@ def train(args) -> None:
     det.save(out / "centernet.keras")
     y_tr = (parts["train"]["label"] == "fractured").to_numpy(int)
     probe = recipe.linear_probe(feats["train"][2].astype(np.float32).mean(axis=(1, 2)), y_tr)
-    pred = {"result": res.__dict__, "size": args.size}
+    pred = {"result": {k: v for k, v in res.__dict__.items() if k != "val_detections"}, "size": args.size}
     for s in ("val", "test"):
         heat, size, off = centernet.head_outputs(head, feats[s])
         pred[s] = {"rows": parts[s][["relpath", "label", "width", "height"]].reset_index(drop=True),

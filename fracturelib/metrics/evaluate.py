@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
+from fracturelib.metrics import ranking
 from fracturelib.progress import bar
 
 
@@ -36,8 +37,8 @@ def binary_metrics(y, p, threshold: float = 0.5) -> dict:
     """
     y, p = np.asarray(y).astype(int), np.asarray(p, float)
     two = len(np.unique(y)) == 2
-    out = {"roc_auc": skm.roc_auc_score(y, p) if two else np.nan,
-           "pr_auc": skm.average_precision_score(y, p) if two else np.nan}
+    out = {"roc_auc": ranking.roc_auc(y, p) if two else np.nan,
+           "pr_auc": ranking.average_precision(y, p) if two else np.nan}
     out.update(_binary_at(y, p, threshold))
     return out
 
@@ -168,8 +169,7 @@ def multiclass_metrics(y, proba) -> dict:
     pred = proba.argmax(axis=1)
     top2 = np.argsort(proba, axis=1)[:, -2:]
     return {"accuracy": float((pred == y).mean()),
-            "macro_f1": float(skm.f1_score(y, pred, average="macro",
-                                           labels=np.arange(proba.shape[1]), zero_division=0)),
+            "macro_f1": ranking.macro_f1(y, pred, proba.shape[1]),
             "top2_accuracy": float((top2 == y[:, None]).any(axis=1).mean())}
 
 
@@ -222,7 +222,7 @@ def paired_auc_difference(y, p_a, p_b, n_boot: int = 1000, seed: int = 0) -> dic
     """
     y = np.asarray(y).astype(int)
     both = np.stack([np.asarray(p_a, float), np.asarray(p_b, float)], axis=1)
-    diff = lambda yy, pp: {"d": skm.roc_auc_score(yy, pp[:, 1]) - skm.roc_auc_score(yy, pp[:, 0])}  # noqa: E731
+    diff = lambda yy, pp: {"d": ranking.roc_auc(yy, pp[:, 1]) - ranking.roc_auc(yy, pp[:, 0])}  # noqa: E731
     point = diff(y, both)["d"]
     boot = bootstrap(y, both, diff, n_boot, seed)["d"].to_numpy()
     p = 2 * min((boot <= 0).mean(), (boot >= 0).mean())
@@ -245,7 +245,7 @@ def compare_binary(scores: dict, y: dict, n_boot: int = 1000, seed: int = 0) -> 
     cols = {}
     for name, (p, thr) in scores.items():
         rep = binary_report(y["test"], p["test"], thr, n_boot=n_boot, seed=seed)
-        cols[name] = {"validation ROC-AUC": f"{skm.roc_auc_score(y['val'], p['val']):.3f}",
+        cols[name] = {"validation ROC-AUC": f"{ranking.roc_auc(y['val'], p['val']):.3f}",
                       "threshold (val sensitivity target)": f"{thr:.3f}",
                       "test ROC-AUC": format_ci(rep.loc["roc_auc"]),
                       "test PR-AUC": format_ci(rep.loc["pr_auc"]),
@@ -256,7 +256,7 @@ def compare_binary(scores: dict, y: dict, n_boot: int = 1000, seed: int = 0) -> 
 
 # ---- clinical operating points -------------------------------------------------------------------
 def _roc(y, p):
-    return skm.roc_curve(np.asarray(y).astype(int), np.asarray(p, float))
+    return ranking.roc_curve(y, p)
 
 
 def _point(fpr, tpr, thr, k) -> dict:

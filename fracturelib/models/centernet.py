@@ -228,6 +228,9 @@ class TrainResult:
     seconds: float
     train_images: int
     history: list = field(default_factory=list)
+    # the kept epoch's boxes (file pixels) on every validation image, by its name (fit_on_split: relpath);
+    # decoded from the cached float16 features the epoch was chosen on (scores within ~1e-3 of the model's)
+    val_detections: dict | None = field(default=None, repr=False)
 
 
 def features(detector, images, batch_size: int = 16) -> list[np.ndarray]:
@@ -276,7 +279,7 @@ def _batches(model, arrays: list, batch_size: int):
 
 def train(detector, head, train_images, train_boxes, train_sizes, val_images, val_boxes, val_sizes,
           epochs: int = 40, batch_size: int = 32, learning_rate: float = 2e-3, patience: int = 8,
-          seed: int = 0, verbose: bool = False, negatives: float = 0.35) -> TrainResult:
+          seed: int = 0, verbose: bool = False, negatives: float = 0.35, val_names: list | None = None) -> TrainResult:
     """Train the heads on cached frozen features (fractured training images also mirrored); the epoch
     with the best validation mAP50 (COCO, on the validation images with boxes) is kept.
 
@@ -293,10 +296,11 @@ def train(detector, head, train_images, train_boxes, train_sizes, val_images, va
         verbose: print one line per epoch.
         negatives: share of the non-fractured training images drawn afresh each epoch (all fractured
             images and their mirrors every epoch; see :func:`train_on_features`).
+        val_names: the validation images' names, keys of the result's ``val_detections`` (default: 0..N-1).
 
     Returns:
         A :class:`TrainResult` (epochs run, best epoch, its validation mAP50, seconds with feature
-        caching, training images before mirroring, per-epoch history).
+        caching, training images before mirroring, per-epoch history, the kept epoch's validation boxes).
     """
     t0 = time.perf_counter()
     s = detector.input_shape[1]
@@ -309,7 +313,8 @@ def train(detector, head, train_images, train_boxes, train_sizes, val_images, va
     return train_on_features(head, x_tr, list(train_boxes) + m_boxes, sizes,
                              features(detector, val_images, batch_size), val_boxes, val_sizes, s, epochs=epochs,
                              batch_size=batch_size, learning_rate=learning_rate, patience=patience, seed=seed,
-                             verbose=verbose, t0=t0, n_images=len(train_images), negatives=negatives)
+                             verbose=verbose, t0=t0, n_images=len(train_images), negatives=negatives,
+                             val_names=val_names)
 
 
 def head_outputs(head, feats, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -334,7 +339,8 @@ def head_outputs(head, feats, batch_size: int = 64) -> tuple[np.ndarray, np.ndar
 def train_on_features(head, train_feats, train_boxes, train_sizes, val_feats, val_boxes, val_sizes, image_size: int,
                       epochs: int = 40, batch_size: int = 32, learning_rate: float = 2e-3, patience: int = 8,
                       seed: int = 0, verbose: bool = False, t0: float | None = None,
-                      n_images: int | None = None, negatives: float = 0.35) -> TrainResult:
+                      n_images: int | None = None, negatives: float = 0.35,
+                      val_names: list | None = None) -> TrainResult:
     """:func:`train` on features computed beforehand (:func:`features`; mirrored copies already included).
 
     Args:
@@ -349,9 +355,12 @@ def train_on_features(head, train_feats, train_boxes, train_sizes, val_feats, va
         negatives: share of the images without boxes drawn afresh each epoch (1: all every epoch;
             0.35: a different random 35% each epoch; all fractured images every epoch). On frozen
             features the head overfits the many negatives: 0.35 kept validation mAP50 rising longest.
+        val_names: the validation images' names, keys of the result's ``val_detections`` (default: 0..N-1).
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`TrainResult`, with the kept epoch's detections on all validation images (for
+        :func:`fracturelib.models.detector_scoring.score_detector`, which then need not run the backbone
+        on them again).
     """
     from fracturelib.metrics.detection import coco_map
     t0 = time.perf_counter() if t0 is None else t0
@@ -378,8 +387,12 @@ def train_on_features(head, train_feats, train_boxes, train_sizes, val_feats, va
         elif epoch - best_epoch >= patience:
             break
     head.set_weights(best_w)
+    heat, size, off = head_outputs(head, val_feats)       # all validation images: what scoring reuses
+    names = range(len(val_sizes)) if val_names is None else val_names
+    val_dets = {n: decode(heat[i], size[i], off[i], 100, 0.0, wh, image_size)
+                for i, (n, wh) in enumerate(zip(names, val_sizes))}
     return TrainResult(len(history), best_epoch, best, time.perf_counter() - t0,
-                       len(train_boxes) if n_images is None else n_images, history)
+                       len(train_boxes) if n_images is None else n_images, history, val_dets)
 
 
 def _focal():
@@ -404,7 +417,8 @@ def fit_on_split(split_rows, boxes: dict, image_size: int = 384, channels: int =
         negatives: share of the non-fractured training images drawn afresh each epoch.
 
     Returns:
-        (detector, TrainResult).
+        (detector, TrainResult); its ``val_detections`` are keyed by the validation images' ``relpath``
+        (what :func:`fracturelib.models.detector_scoring.score_detector` takes).
 
     Raises:
         ValueError: if the split has no training or validation image with expert boxes.
@@ -418,4 +432,5 @@ def fit_on_split(split_rows, boxes: dict, image_size: int = 384, channels: int =
     det, head = build(image_size, channels, backbone, weights)
     args = [a for s, r in parts.items()
             for a in (load_images(r, image_size, channels), bx[s], list(zip(r["width"], r["height"])))]
-    return det, train(det, head, *args, epochs=epochs, seed=seed, verbose=verbose, negatives=negatives)
+    return det, train(det, head, *args, epochs=epochs, seed=seed, verbose=verbose, negatives=negatives,
+                      val_names=list(parts["val"]["relpath"]))

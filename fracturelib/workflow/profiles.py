@@ -271,8 +271,8 @@ RULES: dict[str, Rule] = {
     "test_fraction": Rule("float", 0, 1, low_open=True, high_open=True),
     "seed": Rule("int", 0, 2**32 - 1),
     "n_boot": _COUNT, "max_images": _COUNT, "faith_images": _COUNT,
-    "intensity_per_class": Rule("int", 0, 100_000), "samples_per_class": Rule("int", 0, 1000),
-    "duplicate_pairs": Rule("int", 0, 1000),
+    "intensity_per_class": Rule("int", 1, 100_000), "samples_per_class": Rule("int", 1, 1000),   # 01 divides by them
+    "duplicate_pairs": Rule("int", 1, 1000),
     "patience": Rule("int", 0, 1000), "tolerance_px": Rule("int", 0, 10_000),
     "alpha": Rule("float", 0, 2, low_open=True),
     "epochs": Rule("int", 0, 1000, low_open=True),
@@ -281,8 +281,11 @@ RULES: dict[str, Rule] = {
     "methods": Rule("list", choices_from=_cam_names),
     "faith_methods": Rule("list", choices_from=_cam_names),
 }
-#: Rules by name pattern, after the table: (suffix or exact name, rule).
-SUFFIX_RULES = (("_epochs", Rule("int", 0, 1000)), ("_fraction", _SHARE))
+#: Parameters whose positive default may be set to 0: 0 skips that stage (here: no fine-tuning).
+ZERO_SKIPS = frozenset({"phase2_epochs", "transfer_phase2_epochs"})
+RULES.update({name: Rule("int", 0, 1000) for name in ZERO_SKIPS})
+#: Rules by name pattern, after the table: (suffix or exact name, rule). Other epochs: at least one.
+SUFFIX_RULES = (("_epochs", Rule("int", 1, 1000)), ("_fraction", _SHARE))
 
 
 def rule_for(name: str) -> Rule | None:
@@ -443,7 +446,7 @@ def parse_overrides(pairs: list[str], flag: str = "-p") -> dict:
 
 def check_parameter(name: str, value, default) -> str:
     """Why ``value`` cannot replace ``default`` for parameter ``name`` ("" when it can): the
-    type and sign of the notebook's default, then :func:`check_value`.
+    type and sign of the notebook's default (0 allowed for :data:`ZERO_SKIPS`), then :func:`check_value`.
 
     Args:
         name: the parameter.
@@ -480,7 +483,7 @@ def _by_default(name: str, value, default) -> str:
             return "expects a share above 0 and at most 1"
         if "seed" in name and value < 0:
             return "expects 0 or more"
-        if default > 0 and "seed" not in name and value <= 0:
+        if default > 0 and "seed" not in name and value <= 0 and not (value == 0 and name in ZERO_SKIPS):
             return "expects a number above 0"
     return ""
 

@@ -115,3 +115,19 @@ def test_workers_zero_and_grid_values_that_would_form_paths(tmp_path, capsys):
         grid(["seed=" + ",".join(map(str, range(40))), "epochs=" + ",".join(map(str, range(1, 40)))])
     with pytest.raises(ProfileError, match="finite"):
         grid(["learning_rate=0.1,.nan"])
+
+
+def test_zero_fine_tuning_epochs_skip_phase_2_but_zero_training_epochs_are_refused():
+    """From ``-p``/``--grid``, 0 is a real choice for the fine-tuning phases (no phase 2), not for a
+    model's only training nor where a notebook divides by it: the default's sign guards those."""
+    from fracturelib.workflow.profiles import check_parameter
+    assert check_parameter("transfer_phase2_epochs", 0, 5) == ""
+    assert check_parameter("phase2_epochs", 0, 6) == ""
+    assert "above 0" in check_parameter("localiser_epochs", 0, 60)
+    assert "above 0" in check_parameter("detector_epochs", 0, 40)
+    assert check_parameter("phase2_epochs", -1, 6) != ""
+    assert "above 0" in check_parameter("samples_per_class", 0, 6)     # 01 would divide by it
+    from fracturelib.workflow.profiles import check_value
+    assert all(check_value(n, 0) for n in ("samples_per_class", "intensity_per_class", "duplicate_pairs",
+                                           "localiser_epochs", "detector_epochs"))          # profiles alike
+    assert check_value("phase2_epochs", 0) == check_value("transfer_phase2_epochs", 0) == ""
