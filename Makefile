@@ -25,8 +25,12 @@ test: export FRACTURELIB_OFFLINE := 1
 # Test order is shuffled by pytest-randomly with a fixed seed (`make test TEST_ORDER_SEED=N` tries another
 # order; `TEST_ORDER_SEED=last` repeats the last one). Notebook cells run in order: they are steps, not tests.
 TEST_ORDER_SEED ?= 17
+# Test files are spread over TEST_WORKERS processes (pytest-xdist; a file's tests stay in one process, so its
+# module fixtures are built once; session fixtures once per process): 2 matches CI's 2 cores;
+# `make test TEST_WORKERS=0` runs them all in this process.
+TEST_WORKERS ?= 2
 test: venv lint
-	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$(TEST_ORDER_SEED) tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -p randomly --randomly-seed=$(TEST_ORDER_SEED) tests
 	FRACTURELIB_PROFILE=ci FRACTURELIB_QUIET=1 $(BIN)/python -m pytest -q --nbval-lax --sanitize-with notebooks/sanitize.cfg -p no:cacheprovider -p no:randomly notebooks
 
 # ruff, the layer contract (pyproject's [tool.importlinter]: data < metrics < models < explain < workflow < app),
@@ -42,7 +46,7 @@ fuzz: venv
 	FRACTURELIB_FUZZ_EXAMPLES=2000 $(BIN)/python -m pytest -q -p no:randomly tests -k "propert"
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -p no:randomly tests -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -p no:randomly tests -m "not slow"
 
 reports: venv
 	$(BIN)/fracturelib run --profile quick --out reports

@@ -25,6 +25,8 @@ SHARED = config.SHARED_DATA_DIR
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setattr(config, "CACHE_DIR", tmp_path_factory.getbasetemp() / "cache")
+    from fracturelib.models import feature_cache
+    feature_cache.clear()           # frozen features of one test never serve another
 
 
 def xray_like(seed: int, size=(96, 80), mode="L") -> Image.Image:

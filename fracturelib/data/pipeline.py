@@ -16,6 +16,7 @@ import pandas as pd
 
 from fracturelib import config
 from fracturelib.data.imageio import ImageError, check_image, geometry_problem, jpeg_scale
+from fracturelib.files import atomic_output
 
 
 def converted_path(path: str, sha256: str, need: int | None = None) -> str:
@@ -30,6 +31,9 @@ def converted_path(path: str, sha256: str, need: int | None = None) -> str:
     Returns:
         The cached PNG's path, as a string.
     """
+    if not isinstance(sha256, str) or not sha256.strip():     # "" or NaN: every such file would share one copy
+        raise ValueError(f"{path}: the manifest row has no content hash (sha256); rebuild it with "
+                         "build_manifest (or `fracturelib scan`).")
     name = f"{sha256}.png" if need is None else f"{sha256}-{need}.png"
     out = config.CACHE_DIR / "converted" / name
     if not out.exists():
@@ -37,9 +41,8 @@ def converted_path(path: str, sha256: str, need: int | None = None) -> str:
         chk = check_image(path, need=need, modalities=None)   # the manifest chose the modalities
         if not chk.ok:
             raise ValueError(f"{path}: {chk.reason}; rebuild the manifest, this file changed.")
-        tmp = out.with_suffix(".tmp")
-        chk.image.save(tmp, "PNG")
-        tmp.replace(out)
+        with atomic_output(out) as f:      # a temporary file of its own: two processes may convert one file at once
+            chk.image.save(f, "PNG")
     return str(out)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fracturelib import config
-from fracturelib.models.transfer import features_model, head_model, mirror, unfreeze_top
-from fracturelib.progress import keras_verbose
+from fracturelib.models import feature_cache
+from fracturelib.models.transfer import features_model, head_model, unfreeze_top
 
 
 def _task(model, classes):
@@ -63,7 +63,10 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
 
     Returns:
         Timings, images/s, the histories, the best validation scores of both phases and the
-        pooled frozen features of train and val (for a linear probe).
+        pooled frozen features of train and val (for a linear probe). The frozen features come
+        from :mod:`fracturelib.models.feature_cache`: ``features_cached`` says every one of them
+        was there already (the same weights on the same images); ``features_img_per_s`` counts only
+        the images the backbone ran on here (NaN when none).
     """
     import time
 
@@ -75,15 +78,16 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     y_tr, y_va = labels_for(train_rows, classes), labels_for(val_rows, classes)
     feats = features_model(model)
     t = time.perf_counter()
-    tr_images = make_dataset(train_rows, classes, image_size, channels, batch_size, with_labels=False, cache=False)
-    f_tr = feats.predict(tr_images, verbose=keras_verbose()).mean(axis=(1, 2))
-    f_va = feats.predict(make_dataset(val_rows, classes, image_size, channels, batch_size,
-                                      with_labels=False, cache=False), verbose=keras_verbose()).mean(axis=(1, 2))
-    t_feat = time.perf_counter() - t
+    digest = feature_cache.model_digest(feats)
+    f_tr, hit_tr = feature_cache.pooled(feats, train_rows, image_size, channels, batch_size, digest=digest)
+    f_va, hit_va = feature_cache.pooled(feats, val_rows, image_size, channels, batch_size, digest=digest)
     pooled = {"train": f_tr, "val": f_va}
+    computed = len(f_tr) * (not hit_tr) + len(f_va) * (not hit_va)     # images the backbone ran on here
     if flip_features:    # mirrored copies of the training images: a label-preserving augmentation
-        f_tr = np.concatenate([f_tr, feats.predict(tr_images.map(mirror), verbose=keras_verbose()).mean(axis=(1, 2))])
-        y_tr = np.concatenate([y_tr, y_tr])
+        f_mi, hit_mi = feature_cache.pooled(feats, train_rows, image_size, channels, batch_size, True, digest)
+        f_tr, y_tr = np.concatenate([f_tr, f_mi]), np.concatenate([y_tr, y_tr])
+        computed += len(f_mi) * (not hit_mi)
+    t_feat = time.perf_counter() - t
     head = head_model(model)
     head.compile(keras.optimizers.Adam(lr_head), loss, metrics=metrics)
     t = time.perf_counter()
@@ -91,8 +95,8 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
              phase1_epochs, class_weight=class_weight, monitor=monitor, patience=patience, verbose=0,
              logs=logs and f"{logs}/head")
     t_head = time.perf_counter() - t
-    out = {"monitor": monitor, "features_seconds": t_feat,
-           "features_img_per_s": (len(f_tr) + len(f_va)) / t_feat,
+    out = {"monitor": monitor, "features_seconds": t_feat, "features_cached": computed == 0,
+           "features_img_per_s": computed / t_feat if computed else float("nan"),
            "head_seconds": t_head, "phase1_history": h1.history,
            "phase1_best": float(max(h1.history[monitor])),
            "pooled": pooled}

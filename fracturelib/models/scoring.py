@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from fracturelib import config
+from fracturelib.models import feature_cache
 from fracturelib.models.backbones import FRACATLAS_BACKBONE, WeightsUnavailable
 from fracturelib.models.recipe import linear_probe, two_phase
 from fracturelib.models.transfer import backbone_of, build_transfer_model, features_model, mirror
-from fracturelib.progress import keras_verbose
 
 
 def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batch_size: int = 32,
@@ -36,7 +36,8 @@ def predict_proba(model, rows, classes, image_size: int, channels: int = 3, batc
 
 
 def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size: int = 32) -> np.ndarray:
-    """Frozen backbone features, globally average-pooled: one vector per row (no augmentation).
+    """Frozen backbone features, globally average-pooled: one vector per row (no augmentation;
+    computed once per process for the same model and images, :mod:`fracturelib.models.feature_cache`).
 
     Args:
         model: a transfer model.
@@ -47,12 +48,7 @@ def pooled_features(model, rows, image_size: int, channels: int = 3, batch_size:
     Returns:
         float32 array of shape (N, C), C the backbone's channel count ((0, C) for no rows).
     """
-    from fracturelib.data.pipeline import make_dataset
-    fm = features_model(model)
-    ds = make_dataset(rows, None, image_size, channels, batch_size, with_labels=False, cache=False)
-    if not len(rows):
-        return np.zeros((0, fm.output.shape[-1]), "float32")
-    return fm.predict(ds, verbose=keras_verbose()).mean(axis=(1, 2))
+    return feature_cache.pooled(features_model(model), rows, image_size, channels, batch_size)[0]
 
 
 def test_scores(model, test_rows, classes, image_size: int, channels: int = 3, batch_size: int = 32,

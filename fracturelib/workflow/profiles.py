@@ -183,7 +183,8 @@ def _parameters(path: str, _mtime_ns: int) -> dict:
 class Rule:
     """What one parameter accepts: ``kind`` ``int``, ``float``, ``str`` or ``list`` (of text),
     an inclusive range ``low``..``high`` (``low_open``/``high_open``: that end excluded),
-    ``choices`` (a tuple, or a function returning one, read when needed), ``nullable``: None too."""
+    ``choices`` (a tuple, or a function returning one, read when needed), ``nullable``: None too,
+    ``min_items``: the shortest list allowed."""
 
     kind: str
     low: float | None = None
@@ -193,6 +194,7 @@ class Rule:
     choices: tuple | None = None
     choices_from: object = None
     nullable: bool = False
+    min_items: int = 0
 
     def allowed(self) -> tuple | None:
         """The allowed values: ``choices``, else what ``choices_from`` returns now.
@@ -221,7 +223,8 @@ class Rule:
         """
         ok = self.allowed()
         if self.kind == "list":
-            text = "expects a list of: " + ", ".join(map(str, ok)) if ok else "expects a list of text"
+            text = ("expects a list of: " + ", ".join(map(str, ok)) if ok else "expects a list of text") + (
+                f" ({f'at least {self.min_items}; ' if self.min_items else ''}written [a, b])")
         elif ok:
             text = "expects one of: " + ", ".join(map(str, ok))
         elif wrong_type or (self.low is None and self.high is None):
@@ -278,8 +281,9 @@ RULES: dict[str, Rule] = {
     "epochs": Rule("int", 0, 1000, low_open=True),
     "strategy": Rule("str", choices_from=_strategies),
     "backbone": Rule("str", choices_from=_backbones), "transfer_backbone": Rule("str", choices_from=_backbones),
-    "methods": Rule("list", choices_from=_cam_names),
-    "faith_methods": Rule("list", choices_from=_cam_names),
+    "methods": Rule("list", choices_from=_cam_names, min_items=1),    # 04 explains with methods[0]
+    "faith_methods": Rule("list", choices_from=_cam_names, min_items=1),
+    "transfer_skip": Rule("list", choices_from=_cam_names),
 }
 #: Parameters whose positive default may be set to 0: 0 skips that stage (here: no fine-tuning).
 ZERO_SKIPS = frozenset({"phase2_epochs", "transfer_phase2_epochs"})
@@ -362,10 +366,10 @@ def check_value(name: str, value) -> str:
         return ""
     if rule.kind == "list":
         ok = rule.allowed()
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or (
-                ok is not None and any(v not in ok for v in value)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value) or len(value) < rule.min_items:
             return rule.describe()
-        return ""
+        bad = [v for v in value if ok is not None and v not in ok]
+        return f"has {_shown(bad[0])}: {rule.describe()}" if bad else ""
     if rule.kind == "str":
         ok = rule.allowed()
         return "" if isinstance(value, str) and (ok is None or value in ok) else rule.describe()

@@ -3,11 +3,12 @@ manifest CSV reads back with the same rows whatever the file names.
 
 The number of examples is ``FRACTURELIB_FUZZ_EXAMPLES`` (60 by default; raise it for a longer fuzz).
 
-The independent count, with the walker's rules for links: each top-level folder of the root is
-counted on its own (an ``os.walk`` that does not follow links, then the folder links it met, in
-turn); every folder is counted into once, and any other arrival at a folder (a link loop, a link to
-the root or above it, a second link to one folder) is one entry; every name ``os.walk`` puts among
-the files (regular files, links to files, broken links, pipes) is one entry.
+The independent count, with the walker's rules for links (:func:`fracturelib.data.layout.discover`):
+one walk over the whole dataset, every real folder first (``os.walk`` without following links), then
+every folder link met, top-level ones included, in turn; every folder is counted into once, and any
+other arrival at a folder (a link loop, a link to the root or above it, a link to a folder of another
+class or split, a second link to one folder) is one entry; every name ``os.walk`` puts among the
+files (regular files, links to files, broken links, pipes) is one entry.
 """
 from __future__ import annotations
 
@@ -150,39 +151,40 @@ def _dir_id(p) -> tuple[int, int]:
     return st_.st_dev, st_.st_ino
 
 
-def _count_folder(top: str, seen: set) -> int:
-    n, links = 0, deque([top])
-    while links:
-        start = links.popleft()
-        if _dir_id(start) in seen:
-            n += 1
-            continue
+def independent_count(root: Path) -> int:
+    """Entries under ``root`` that are not folders, counted with os.walk (module docstring)."""
+    seen = {_dir_id(p) for p in [root, *root.parents]}
+    n, links = 0, deque()
+
+    def count(start: str) -> int:
+        if _dir_id(start) in seen:       # already counted into: this arrival is one entry
+            return 1
+        k = 0
         for dirpath, dirnames, filenames in os.walk(start):
             seen.add(_dir_id(dirpath))
-            n += len(filenames)
+            k += len(filenames)
             walk_into = []
             for d in dirnames:
                 p = os.path.join(dirpath, d)
                 if os.path.islink(p):
                     links.append(p)
                 elif _dir_id(p) in seen:
-                    n += 1
+                    k += 1
                 else:
                     walk_into.append(d)
             dirnames[:] = walk_into
-    return n
+        return k
 
-
-def independent_count(root: Path) -> int:
-    """Entries under ``root`` that are not folders, counted with os.walk (module docstring)."""
-    above = {_dir_id(p) for p in [root, *root.parents]}
-    n = 0
-    for name in os.listdir(root):
+    for name in sorted(os.listdir(root)):
         p = os.path.join(root, name)
-        if os.path.isdir(p) and _dir_id(p) not in above:
-            n += _count_folder(p, set(above))
+        if os.path.islink(p) and os.path.isdir(p):
+            links.append(p)
+        elif os.path.isdir(p):
+            n += count(p)
         else:
             n += 1
+    while links:
+        n += count(links.popleft())
     return n
 
 

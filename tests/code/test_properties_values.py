@@ -22,6 +22,8 @@ BOMB = ('x=[&a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"],&b [*a,*a
     ("learning_rate=.nan", "finite"), ("learning_rate=.inf", "finite"), ("n_boot=[1, .nan]", "finite"),
     ("prevalence=banana", "expects a number, or null"),
     ("methods={a: 1}", "expects a list of: gradcam"), ("methods=[gradcam, nosuch]", "expects a list of"),
+    ("methods=[]", "at least 1"), ("faith_methods=[]", "at least 1"), ("transfer_skip=[SCORECAM]", "has SCORECAM"),
+    ("transfer_skip=scorecam", "written [a, b]"),
     ("image_size=100000", "from 32 to 1024"), ("epochs=100000", "at most 1000"),
     ("strategy=fast", "expects one of: auto"), ("channels=2", "expects one of: 1, 3"),
     ("seed=-1", "from 0"), ("x=2001-02-30", "cannot be read"), ("x=!!binary aGk=", "not bytes"),
