@@ -10,7 +10,7 @@ from fracturelib.data.geometry import heatmap_to_image
 from fracturelib.data.imageio import read_image
 from fracturelib.data.pipeline import load_images
 from fracturelib.explain.cams import compute
-from fracturelib.explain.localisation import region_mask
+from fracturelib.explain.localisation import localisation_scores, region_mask, summarise_localisation
 from fracturelib.explain.targets import Target
 from fracturelib.progress import bar
 
@@ -97,3 +97,44 @@ def cams_at_input(model, images: np.ndarray, method: str = "gradcam",
     from fracturelib.explain.faithfulness import to_input
     cams, _ = compute(method, model, images, target=target)
     return to_input(cams, images.shape[1])
+
+
+def methods_per_model(models, methods: list[str], skip: list[str], always: str = "design CNN") -> dict[str, list[str]]:
+    """The methods each model is explained with: all of ``methods`` for ``always``, the others less ``skip``
+    (notebook 04's ``transfer_skip``: Score-CAM costs 64 forward passes an image on a large backbone).
+
+    Args:
+        models: model names (e.g. the keys of notebook 04's ``binary_models``).
+        methods: registered CAM names, in order.
+        skip: names left out for every model but ``always``.
+        always: the model that keeps every method.
+
+    Returns:
+        Model name -> its methods, in the order of ``methods`` (possibly empty).
+    """
+    return {name: [m for m in methods if name == always or m not in skip] for name in models}
+
+
+def localisation_tables(models: dict, used: dict, rows: pd.DataFrame, masks: list[np.ndarray], target,
+                        tolerance: int, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """Each model's heatmaps of each of its methods scored against the expert boxes.
+
+    Args:
+        models: name -> (model, card).
+        used: name -> its methods (:func:`methods_per_model`).
+        rows: the fractured test rows with boxes.
+        masks: their expert masks (:func:`expert_masks`).
+        target: what is explained (:mod:`fracturelib.explain.targets`).
+        tolerance: pointing-game tolerance in pixels.
+        n_boot, seed: the bootstrap of the summaries.
+
+    Returns:
+        (summary table per (model, method), per-image scores per (model, method)).
+    """
+    tables, per_image = {}, {}
+    for name, (model, card) in models.items():
+        for m in used[name]:
+            h, _ = heatmaps(model, card, rows, m, target=target)
+            per_image[name, m] = localisation_scores(h, masks, tolerance=tolerance, seed=seed)
+            tables[name, m] = summarise_localisation(per_image[name, m], n_boot=n_boot, seed=seed)
+    return tables, per_image

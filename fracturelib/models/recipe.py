@@ -121,6 +121,27 @@ def two_phase(model, train_rows, val_rows, classes, image_size: int, channels: i
     return out
 
 
+def describe(res: dict) -> str:
+    """What :func:`two_phase` did, in one line per phase (as notebook 03 prints it).
+
+    Args:
+        res: the dictionary :func:`two_phase` returned.
+
+    Returns:
+        "phase 1: ..." (features: speed, or reused from the cache; head seconds; best validation score)
+        and, after fine-tuning, "phase 2: ..." (seconds, speed, best score, kept or undone).
+    """
+    score = {"val_accuracy": "val acc", "val_auc": "val AUC"}.get(res["monitor"], res["monitor"])
+    feats = ("frozen features reused from earlier in this session" if res["features_cached"]
+             else f"features at {res['features_img_per_s']:.0f} img/s")
+    lines = [f"phase 1: {feats}, head {res['head_seconds']:.0f} s; best {score} {res['phase1_best']:.3f}"]
+    if "phase2_seconds" in res:
+        lines.append(f"phase 2: {res['phase2_seconds']:.0f} s at {res['phase2_img_per_s']:.1f} training img/s; best "
+                     f"{score} {res['phase2_best']:.3f} -> "
+                     f"{'kept' if res['phase2_kept'] else 'undone (no gain on validation)'}")
+    return "\n".join(lines)
+
+
 def linear_probe(train_features, train_labels, C: float = 0.03, class_weight: str | None = "balanced"):
     """The floor every fine-tuned model must beat: standardised logistic regression on frozen
     pooled features (scikit-learn). ``C`` was chosen by 5-fold grouped cross-validation on Bone
